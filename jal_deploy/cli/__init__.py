@@ -1,0 +1,1 @@
+"""Click shells over the importable runtime functions."""
