@@ -1,0 +1,11 @@
+"""`jal-data`: prepare and inspect datasets (real trees and the embedded synthetic benchmark)."""
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="jal-deploy")
+def main() -> None:
+    """Prepare and inspect GTA5 / SYNTHIA / Cityscapes trees and the embedded synthetic benchmark."""
+
+
+# Subcommands register below, one line each.
