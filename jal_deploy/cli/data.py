@@ -9,3 +9,4 @@ def main() -> None:
 
 
 # Subcommands register below, one line each.
+from jal_deploy.cli.data_check import check; main.add_command(check)  # noqa: E402

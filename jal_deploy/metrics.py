@@ -1,0 +1,138 @@
+"""The one mIoU implementation: a confusion matrix summed over images, as the reference evaluations compute it.
+
+Training validation, the runtime's evaluation and the export checks all use `ConfusionMatrix`, so a number
+means the same thing everywhere; tests cross-check it against the official `cityscapesscripts` evaluator.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+
+class ConfusionMatrix:
+    """Pixel counts `matrix[gt, pred]` over `num_classes` classes; ground truth outside [0, C) (255) is ignored.
+
+    Summed over images (and workers: `add`/`merge`), then IoU_c = TP / (TP + FP + FN) = diag / (row + col - diag)
+    and mIoU = mean over classes with a defined IoU (a class absent from both ground truth and predictions is NaN
+    and left out; one predicted but never in the ground truth scores 0, as in the official evaluator).
+    """
+
+    def __init__(self, num_classes: int, matrix: np.ndarray | None = None):
+        if num_classes < 1:
+            raise ValueError("num_classes must be >= 1")
+        self.num_classes = int(num_classes)
+        if matrix is None:
+            self.matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+        else:
+            matrix = np.asarray(matrix)
+            if matrix.shape != (num_classes, num_classes):
+                raise ValueError(f"matrix must be {num_classes}x{num_classes}, got {matrix.shape}")
+            self.matrix = matrix.astype(np.int64, copy=True)
+
+    def update(self, pred: np.ndarray, gt: np.ndarray) -> "ConfusionMatrix":
+        """Add one prediction/ground-truth pair (or a batch) of class-index maps with the same shape."""
+        pred = np.asarray(pred)
+        gt = np.asarray(gt)
+        if pred.shape != gt.shape:
+            raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
+        c = self.num_classes
+        valid = (gt >= 0) & (gt < c)
+        gt_v = gt[valid].astype(np.int64)
+        pred_v = pred[valid].astype(np.int64)
+        if pred_v.size and (pred_v.min() < 0 or pred_v.max() >= c):
+            # bincount would silently file such pixels under another (gt, pred) cell.
+            raise ValueError(f"predictions must be class indices in [0, {c}), found {pred_v.min()}..{pred_v.max()}")
+        self.matrix += np.bincount(c * gt_v + pred_v, minlength=c * c).reshape(c, c)
+        return self
+
+    def add(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        """Sum another matrix (another worker's or another shard's) into this one."""
+        if other.num_classes != self.num_classes:
+            raise ValueError(f"cannot add a {other.num_classes}-class matrix to a {self.num_classes}-class one")
+        self.matrix += other.matrix
+        return self
+
+    __iadd__ = add
+
+    def __add__(self, other: "ConfusionMatrix") -> "ConfusionMatrix":
+        return ConfusionMatrix(self.num_classes, self.matrix).add(other)
+
+    @classmethod
+    def merge(cls, matrices: Iterable["ConfusionMatrix"]) -> "ConfusionMatrix":
+        matrices = list(matrices)
+        if not matrices:
+            raise ValueError("nothing to merge")
+        out = cls(matrices[0].num_classes)
+        for m in matrices:
+            out.add(m)
+        return out
+
+    def reset(self) -> None:
+        self.matrix[:] = 0
+
+    @property
+    def total(self) -> int:
+        return int(self.matrix.sum())
+
+    def iou(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """Per-class IoU (float64, NaN where a class is in neither ground truth nor predictions).
+
+        `indices` picks classes *after* computing IoU on the full matrix: the SYNTHIA mIoU* (13 classes) is the
+        mean of the 16-class IoUs of those 13, so pixels predicted as wall/fence/pole still count as errors.
+        """
+        tp = np.diag(self.matrix).astype(np.float64)
+        denom = self.matrix.sum(axis=1) + self.matrix.sum(axis=0) - tp
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+        return iou if indices is None else iou[list(indices)]
+
+    def miou(self, indices: Sequence[int] | None = None) -> float:
+        """Mean IoU over the classes with a defined IoU (NaN if none)."""
+        iou = self.iou(indices)
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.trace(self.matrix) / total) if total else float("nan")
+
+    def per_class(self, names: Sequence[str], indices: Sequence[int] | None = None) -> dict[str, float]:
+        """{class name: IoU}; `names` are the names of the selected classes, in order."""
+        iou = self.iou(indices)
+        if len(names) != len(iou):
+            raise ValueError(f"{len(names)} names for {len(iou)} classes")
+        return {name: float(v) for name, v in zip(names, iou)}
+
+
+def format_iou_table(
+    iou: Sequence[float] | Mapping[str, float],
+    names: Sequence[str] | None = None,
+    summary: Mapping[str, float] | None = None,
+    title: str | None = None,
+) -> str:
+    """A per-class IoU table in percent, then summary rows (default: the mIoU of the rows shown).
+
+    Classes with no IoU (absent from ground truth and predictions) print as "n/a" and are left out of the mean.
+    """
+    if isinstance(iou, Mapping):
+        names, values = list(iou.keys()), [float(v) for v in iou.values()]
+    else:
+        values = [float(v) for v in iou]
+        if names is None or len(names) != len(values):
+            raise ValueError("give one name per IoU value")
+        names = list(names)
+    if summary is None:
+        finite = [v for v in values if np.isfinite(v)]
+        summary = {"mIoU": float(np.mean(finite)) if finite else float("nan")}
+    width = max([len(n) for n in names] + [len(k) for k in summary] + [5])
+
+    def fmt(v: float) -> str:
+        return f"{100.0 * v:6.2f}" if np.isfinite(v) else "   n/a"
+
+    rule = "-" * (width + 9)
+    lines = [title] if title else []
+    lines += [f"{'class':<{width}}  IoU(%)", rule]
+    lines += [f"{n:<{width}}  {fmt(v)}" for n, v in zip(names, values)]
+    lines.append(rule)
+    lines += [f"{k:<{width}}  {fmt(v)}" for k, v in summary.items()]
+    return "\n".join(lines)
