@@ -298,3 +298,12 @@ def test_check_tree_collects_missing_and_bad_labels(gta5: Path):
     assert [p.name for p in report.orphan_labels] == ["00009.png"]
     assert report.problems == ["1 of 3 images have no label", "1 unreadable or wrongly encoded files"]
     assert isinstance(find_samples(gta5, "gta5", require_labels=False)[1], Sample)
+
+
+def test_hidden_temp_files_are_not_samples(tmp_path):
+    from jal_deploy.datasets import find_samples, write_image, write_raw_label
+    import numpy as np
+    write_image(tmp_path / "images" / "00001.png", np.zeros((8, 8, 3), np.uint8))
+    write_raw_label(tmp_path / "labels" / "00001.png", np.full((8, 8), 7, np.uint8), "gta5")
+    (tmp_path / "images" / ".00002.png.tmpab12.png").write_bytes(b"")  # what an interrupted writer leaves
+    assert [s.name for s in find_samples(tmp_path, "gta5")] == ["00001"]

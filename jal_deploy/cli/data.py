@@ -10,3 +10,4 @@ def main() -> None:
 
 # Subcommands register below, one line each.
 from jal_deploy.cli.data_check import check; main.add_command(check)  # noqa: E402
+from jal_deploy.cli.data_synth import synth; main.add_command(synth)  # noqa: E402

@@ -134,7 +134,7 @@ def _list_images(root: Path, fmt: str, split: str | None, list_file: str | os.Pa
             f"{_describe_root(root)}{hint}"
         )
     pattern = f"*/*{CITYSCAPES_IMAGE_SUFFIX}" if fmt == "cityscapes" else "*.png"
-    found = sorted(images.glob(pattern))
+    found = sorted(p for p in images.glob(pattern) if not p.name.startswith("."))  # skip temp/hidden files
     if not found:
         raise DatasetError(f"no images matching {pattern} under {images} ({_layout_hint(fmt)})")
     return found
@@ -183,4 +183,4 @@ def orphan_labels(root: str | os.PathLike, fmt: str, samples: list[Sample], spli
         return []
     pattern = f"*/*{CITYSCAPES_LABEL_SUFFIX}" if fmt == "cityscapes" else "*.png"
     used = {s.label for s in samples}
-    return [p for p in sorted(labels.glob(pattern)) if p not in used]
+    return [p for p in sorted(labels.glob(pattern)) if p not in used and not p.name.startswith(".")]

@@ -1,0 +1,140 @@
+"""jal-train: every Table-4 mode, exact resume, divergence guard, Ctrl-C, config errors."""
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from training.cli import main as train_main
+from training.config import ConfigError, METHOD_FLAGS, resolve
+from training.engine import Trainer, TrainingDiverged, TrainingError
+from training.runlog import LOSS_TERMS
+
+
+def tiny_cfg(synth_root, method="jal-wtm", **optim):
+    return resolve("synthetic-tiny", {
+        "method": {"name": method},
+        "data": {"source_root": str(synth_root / "gta5"), "target_root": str(synth_root / "cityscapes"),
+                 "synthetic": False, "source_size": (96, 48), "target_size": (96, 48), "crop": (), "scale": (),
+                 "batch_size": 2, "workers": 0, "val_limit": 2},
+        "model": {"width": 0.125},
+        "optim": {"iters": 4, "stop_at": 0, **optim},
+        "run": {"log_every": 1, "eval_every": 1000, "save_every": 2, "tensorboard": False, "threads": 1},
+    })
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+EXPECTED_TERMS = {
+    "source-only": {"seg1", "seg2"},
+    "adaptsegnet": {"seg1", "seg2", "adv1", "adv2", "d1", "d2"},
+    "jal": {"seg1", "seg2", "adv1", "adv2", "jal", "d1", "d2"},
+    "wtm-dec1": {"seg1", "seg2", "adv1", "adv2", "adv_wtm1", "d1", "d2", "d_wtm"},
+    "wtm-dec2": {"seg1", "seg2", "adv1", "adv2", "adv_wtm2", "d1", "d2", "d_wtm"},
+    "wtm": {"seg1", "seg2", "adv1", "adv2", "adv_wtm1", "adv_wtm2", "d1", "d2", "d_wtm"},
+    "jal-wtm": {"seg1", "seg2", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1", "d2", "d_wtm"},
+}
+
+
+@pytest.mark.parametrize("method", list(METHOD_FLAGS))
+def test_every_table4_mode_trains_with_exactly_its_loss_terms(synth_root, tmp_path, method):
+    trainer = Trainer(tiny_cfg(synth_root, method, iters=2), tmp_path / method, progress=False)
+    summary = trainer.run()
+    assert summary["status"] == "finished" and summary["iteration"] == 2
+    rows = read_rows(tmp_path / method / "train.csv")
+    assert [r["iteration"] for r in rows] == ["1", "2"]
+    present = {t for t in LOSS_TERMS if rows[-1][t] != ""}
+    assert present == EXPECTED_TERMS[method]
+    assert all(float(rows[-1][t]) > 0 for t in present)
+    if method == "source-only":
+        assert trainer.target_iter is None  # never reads target images
+    evals = read_rows(tmp_path / method / "eval.csv")
+    assert evals[-1]["iteration"] == "2" and 0.0 <= float(evals[-1]["miou"]) <= 1.0
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(synth_root, tmp_path):
+    Trainer(tiny_cfg(synth_root), tmp_path / "straight", progress=False).run()
+    Trainer(tiny_cfg(synth_root, stop_at=2), tmp_path / "split", progress=False).run()
+    # A crash after iteration 3 was logged but before it was saved: resume must drop that row.
+    with open(tmp_path / "split" / "train.csv", "a") as f:
+        f.write("3" + ",9" * 23 + "\n")
+    Trainer(tiny_cfg(synth_root), tmp_path / "split", resume=True, progress=False).run()
+    straight, split = read_rows(tmp_path / "straight" / "train.csv"), read_rows(tmp_path / "split" / "train.csv")
+    assert [r["iteration"] for r in split] == ["1", "2", "3", "4"]
+    for a, b in zip(straight, split):
+        assert {k: a[k] for k in LOSS_TERMS} == {k: b[k] for k in LOSS_TERMS}
+    sa = torch.load(tmp_path / "straight/checkpoints/last.pth", weights_only=True)["model"]
+    sb = torch.load(tmp_path / "split/checkpoints/last.pth", weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, "source-only", lr=1e12, iters=20)
+    cfg.run.save_every = 1
+    trainer = Trainer(cfg, tmp_path / "nan", progress=False)
+    with pytest.raises(TrainingDiverged, match=r"(loss seg\d is (nan|inf)|weight \S+ is not finite).*"
+                                               r"last good checkpoint is kept"):
+        trainer.run()
+    last = torch.load(tmp_path / "nan/checkpoints/last.pth", weights_only=True)
+    assert 1 <= last["iteration"] < 20
+    assert all(torch.isfinite(v).all() for v in last["model"].values() if v.is_floating_point())
+
+
+def test_nan_injected_into_a_loss_stops_the_run_before_the_step(synth_root, tmp_path, monkeypatch):
+    import training.engine as engine
+    real, calls = engine.adv_loss, {"n": 0}
+
+    def adv_loss_nan_on_third_iteration(d, prob):
+        calls["n"] += 1
+        out = real(d, prob)
+        return out * float("nan") if calls["n"] > 2 * 5 else out  # jal-wtm: 5 adversarial terms per iteration
+
+    monkeypatch.setattr(engine, "adv_loss", adv_loss_nan_on_third_iteration)
+    cfg = tiny_cfg(synth_root, "jal-wtm", iters=10)
+    cfg.run.save_every = 1
+    with pytest.raises(TrainingDiverged, match="loss adv1 is nan at iteration 3"):
+        Trainer(cfg, tmp_path / "inj", progress=False).run()
+    assert torch.load(tmp_path / "inj/checkpoints/last.pth", weights_only=True)["iteration"] == 2
+    assert [r["iteration"] for r in read_rows(tmp_path / "inj/train.csv")] == ["1", "2"]
+
+
+def test_unknown_key_wrong_type_and_missing_init_are_named(synth_root, tmp_path):
+    with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'"):
+        resolve("synthetic-tiny", {"optim": {"lrr": "1"}})
+    with pytest.raises(ConfigError, match="optim.iters: cannot read 'many' as int"):
+        resolve("synthetic-tiny", {"optim": {"iters": "many"}})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        resolve("gta5-cityscapes-r1010")
+    result = CliRunner().invoke(train_main, ["--preset", "gta5-cityscapes-r101", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 1 and "DeepLab_resnet_pretrained_init-f81d91e8.pth" in result.output
+
+
+def test_ctrl_c_saves_and_resume_finishes(synth_root, tmp_path):
+    out = tmp_path / "int"
+    args = [sys.executable, "-m", "training.cli", "--preset", "synthetic-tiny", "--out", str(out), "--no-progress",
+            "--iters", "400", "--set", f"data.source_root={synth_root / 'gta5'}",
+            "--set", f"data.target_root={synth_root / 'cityscapes'}", "--set", "data.synthetic=false",
+            "--set", "data.source_size=96x48", "--set", "data.target_size=96x48", "--set", "data.crop=",
+            "--set", "data.scale=", "--set", "data.workers=0", "--set", "model.width=0.125",
+            "--set", "run.log_every=1", "--set", "run.tensorboard=false", "--set", "data.val_limit=2"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "train.csv").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "Continue with: jal-train --out" in output and "Traceback" not in output
+    state = torch.load(out / "checkpoints/last.pth", weights_only=True)
+    assert 1 <= state["iteration"] < 400
+    rows = read_rows(out / "train.csv")
+    assert int(rows[-1]["iteration"]) == state["iteration"]

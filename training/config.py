@@ -1,0 +1,230 @@
+"""Typed training configuration: dataclass defaults, overlaid by a preset YAML, then by `--set key=value`.
+
+Keys are checked against the defaults (an unknown key or a value of the wrong type is an error naming it),
+and the resolved config is saved in the run folder and in every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+METHODS = ("source-only", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm")
+# Table 4 of the paper: (adversarial, JAL, WTM levels) per method name.
+METHOD_FLAGS: dict[str, tuple[bool, bool, str]] = {
+    "source-only": (False, False, "none"),
+    "adaptsegnet": (True, False, "none"),
+    "jal": (True, True, "none"),
+    "wtm-dec1": (True, False, "low"),
+    "wtm-dec2": (True, False, "high"),
+    "wtm": (True, False, "both"),
+    "jal-wtm": (True, True, "both"),
+}
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A preset or --set override that does not fit the configuration schema."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "deeplabv2-r101"
+    num_classes: int = 19
+    width: float = 1.0
+    aspp_branches: int = 4
+    bn_mode: str = "frozen"
+    wtm_kernel_grad: bool = True
+    init: str = ""            # checkpoint to start from (ImageNet/COCO init, a released model, or ours)
+    init_fmt: str = "auto"
+    init_required: bool = False  # paper presets: refuse to start without a complete backbone from `init`
+    ndf: int = 64             # discriminator base width
+
+
+@dataclass
+class DataConfig:
+    source: str = "gta5"      # gta5 | synthia | cityscapes
+    source_root: str = ""
+    source_list: str = ""
+    source_size: tuple[int, int] = (1280, 720)
+    target_root: str = ""     # a Cityscapes-format tree
+    target_list: str = ""
+    target_size: tuple[int, int] = (1024, 512)
+    val_split: str = "val"
+    val_list: str = ""
+    val_limit: int = 0        # 0 = the whole split
+    protocol: str = "19"      # the training classes: 19 (GTA5) or 16 (SYNTHIA)
+    eval_protocols: tuple[str, ...] = ("19",)
+    scale: tuple[float, float] = ()
+    crop: tuple[int, int] = ()
+    flip: bool = False
+    batch_size: int = 1
+    workers: int = 2
+    synthetic: bool = False   # generate the embedded benchmark into synthetic_dir when absent
+    synthetic_dir: str = ""
+
+
+@dataclass
+class MethodConfig:
+    name: str = "jal-wtm"
+    lambda_seg1: float = 0.1
+    lambda_seg2: float = 1.0
+    lambda_adv1: float = 2e-4
+    lambda_adv2: float = 1e-3
+    lambda_jal: float = 2e-4  # the paper leaves it open; D1 is the low-level discriminator, so its weight
+    lambda_adv_wtm1: float = 2e-4
+    lambda_adv_wtm2: float = 1e-3
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2.5e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_d: float = 1e-4
+    betas_d: tuple[float, float] = (0.9, 0.99)
+    lr_wtm: float = 1e-4
+    momentum_wtm: float = 0.9
+    power: float = 0.9
+    iters: int = 250_000      # poly schedule length
+    stop_at: int = 150_000    # early stop (0 = run to `iters`)
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"      # auto | cpu | cuda
+    amp: str = "none"         # none | bf16 | fp16 (CUDA only)
+    channels_last: bool = False
+    log_every: int = 10
+    eval_every: int = 2000
+    save_every: int = 2000
+    keep: int = 3
+    tensorboard: bool = True
+    threads: int = 0          # torch CPU threads (0 = torch default)
+
+
+@dataclass
+class TrainConfig:
+    preset: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @property
+    def flags(self) -> tuple[bool, bool, str]:
+        """(adversarial, jal, wtm levels) of the method."""
+        return METHOD_FLAGS[self.method.name]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "TrainConfig":
+        if self.method.name not in METHOD_FLAGS:
+            raise ConfigError(f"method.name must be one of {', '.join(METHODS)}, got {self.method.name!r}")
+        if self.run.amp not in ("none", "bf16", "fp16"):
+            raise ConfigError(f"run.amp must be none, bf16 or fp16, got {self.run.amp!r}")
+        if self.optim.stop_at and self.optim.stop_at > self.optim.iters:
+            raise ConfigError(f"optim.stop_at ({self.optim.stop_at}) is past optim.iters ({self.optim.iters})")
+        return self
+
+    @property
+    def last_iteration(self) -> int:
+        return self.optim.stop_at or self.optim.iters
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes", "on"):
+                    return True
+                if value.lower() in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool):
+                return value
+            raise ValueError(value)
+        if origin is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace("x", ",").split(",") if v.strip()] if value else []
+            item = get_args(typ)[0]
+            return tuple(_coerce(v, item, key) for v in value)
+        if typ is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        if typ in (int, float):
+            return typ(float(value)) if typ is int else float(value)
+        if typ is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
+    return value
+
+
+def apply_overrides(obj: Any, updates: dict, prefix: str = "") -> None:
+    hints = get_type_hints(type(obj))
+    names = {f.name for f in fields(obj)}
+    for key, value in updates.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; known keys here: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full} is a section; set its keys, e.g. {full}.{fields(current)[0].name}=...")
+            apply_overrides(current, value, full + ".")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    path = Path(name)
+    if not path.is_file():
+        path = PRESET_DIR / f"{name}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown preset {name!r}; presets: {', '.join(preset_names())} (or a YAML path)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} must be a mapping of sections")
+    return data
+
+
+def parse_set(items: list[str]) -> dict:
+    """['optim.lr=1e-3', 'method.name=jal'] -> nested dict (values stay strings; coerced by the schema)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def resolve(preset: str = "", overrides: dict | None = None) -> TrainConfig:
+    cfg = TrainConfig(preset=preset)
+    if preset:
+        apply_overrides(cfg, {k: v for k, v in load_preset(preset).items() if k != "preset"})
+    apply_overrides(cfg, overrides or {})
+    return cfg.validate()
+
+
+def from_dict(data: dict) -> TrainConfig:
+    cfg = TrainConfig()
+    apply_overrides(cfg, data)
+    return cfg.validate()

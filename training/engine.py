@@ -1,0 +1,362 @@
+"""The training run: set-up, one iteration of Eq. 10, periodic evaluation, atomic checkpoints, resume."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from jal_deploy.atomic import write_text
+
+from . import checkpoints as ckpt
+from .config import TrainConfig, from_dict
+from .data import Augment, InfiniteSampler, SegmentationDataset
+from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
+from .evaluate import evaluate
+from .losses import adv_loss, dis_loss, seg_loss, upsample
+from .models import Discriminator, build_model
+from .optim import parameter_groups, sgd_param_groups
+from .runlog import RunLog
+
+INIT_HELP = ("The paper presets start from ImageNet/COCO weights: the AdaptSegNet repository links "
+             "DeepLab_resnet_pretrained_init-f81d91e8.pth (ResNet-101) and torchvision publishes "
+             "vgg16-397923af.pth (VGG16). Pass it with --set model.init=PATH.")
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or continue, with a message a user can act on."""
+
+
+class TrainingDiverged(TrainingError):
+    pass
+
+
+def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
+    return base * (1.0 - min(iteration, max_iter) / max_iter) ** power
+
+
+def _set_requires_grad(modules, flag: bool) -> None:
+    for m in modules:
+        for p in m.parameters():
+            p.requires_grad_(flag)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True):
+        self.cfg, self.out, self.progress = cfg, Path(out), progress
+        self.adversarial, self.jal, wtm = cfg.flags
+        run = cfg.run
+        if run.threads:
+            torch.set_num_threads(run.threads)
+        use_cuda = run.device == "cuda" or (run.device == "auto" and torch.cuda.is_available())
+        if run.device == "cuda" and not torch.cuda.is_available():
+            raise TrainingError("run.device=cuda but no CUDA device is visible to torch")
+        self.env: DistEnv = init_distributed("cuda" if use_cuda else "cpu")
+        self.device = torch.device(f"cuda:{self.env.local_rank}" if use_cuda else "cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if run.amp != "none" and self.device.type != "cuda":
+            raise TrainingError(f"run.amp={run.amp} needs a CUDA device; use run.amp=none on CPU")
+        torch.manual_seed(run.seed)
+
+        m = cfg.model
+        self.model = build_model(m.arch, m.num_classes, width=m.width, aspp_branches=m.aspp_branches, wtm=wtm,
+                                 bn_mode=m.bn_mode, wtm_kernel_grad=m.wtm_kernel_grad).to(self.device)
+        if run.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.discs = {name: Discriminator(m.num_classes, m.ndf).to(self.device) for name in self._disc_names(wtm)}
+        groups = parameter_groups(self.model)
+        o = cfg.optim
+        self.opt_g = torch.optim.SGD(sgd_param_groups(self.model, o.lr), lr=o.lr, momentum=o.momentum,
+                                     weight_decay=o.weight_decay)
+        self.opt_wtm = (torch.optim.SGD(groups["wtm"], lr=o.lr_wtm, momentum=o.momentum_wtm, weight_decay=0.0)
+                        if groups["wtm"] else None)
+        self.opt_d = {n: torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=o.betas_d) for n, d in self.discs.items()}
+        self.scaler = torch.amp.GradScaler("cuda", enabled=run.amp == "fp16")
+        self.iteration, self.best = 0, {"miou": -1.0, "iteration": 0}
+
+        if resume:
+            self._resume()
+        elif m.init:
+            self._load_init()
+        elif m.init_required:
+            raise TrainingError(f"preset {cfg.preset!r} needs an init checkpoint. {INIT_HELP}")
+        self.ddp_model = self.model
+        if self.env.enabled:
+            if self.device.type == "cuda" and m.bn_mode == "train":  # batch statistics across all GPUs
+                self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+        self._build_data()
+
+    # ----- set-up -------------------------------------------------------------------------------------
+    @staticmethod
+    def _disc_names(wtm: str) -> list[str]:
+        return ["d1", "d2"] + (["d_wtm"] if wtm != "none" else [])
+
+    def _disc_names_active(self) -> list[str]:
+        return list(self.discs) if self.adversarial else []
+
+    def _load_init(self) -> None:
+        m = self.cfg.model
+        try:
+            report = ckpt.load_weights(self.model, m.init, fmt=m.init_fmt)
+        except ckpt.CheckpointError as e:
+            raise TrainingError(f"model.init: {e}. {INIT_HELP if m.init_required else ''}".strip()) from None
+        if self.env.is_main:
+            tqdm.write(str(report))
+        if m.init_required and not report.backbone_complete:
+            raise TrainingError(f"model.init {m.init} did not provide the whole backbone "
+                                f"({len(report.missing)} tensors missing); refusing to train. {INIT_HELP}")
+
+    def _build_data(self) -> None:
+        d, seed = self.cfg.data, self.cfg.run.seed
+        if not d.source_root or not d.target_root:
+            raise TrainingError("data.source_root and data.target_root are required "
+                                "(--set data.source_root=PATH data.target_root=PATH)")
+        aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
+                      crop=tuple(d.crop) or None, flip=d.flip)
+        source = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None, list_file=d.source_list or None,
+                                     augment=aug, protocol=d.protocol, seed=seed)
+        start = self.iteration * d.batch_size
+        self.source_iter = self._loader(source, seed, start)
+        self.target_iter = None
+        if self.adversarial:  # source-only never reads target images (no BN or other leak)
+            target = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
+                                         list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
+                                         augment=Augment(size=tuple(d.target_size) or None, scale=aug.scale,
+                                                         crop=aug.crop, flip=d.flip))
+            self.target_iter = self._loader(target, seed + 1, start)
+        val = SegmentationDataset(d.target_root, "cityscapes", split=d.val_split, list_file=d.val_list or None,
+                                  augment=Augment(size=tuple(d.target_size) or None), protocol=d.protocol,
+                                  resize_label=False, limit=d.val_limit or None)
+        self.val_loader = DataLoader(val, batch_size=1, num_workers=min(d.workers, 2))
+
+    def _loader(self, dataset, seed: int, start: int):
+        d = self.cfg.data
+        sampler = InfiniteSampler(len(dataset), seed=seed, start=start, rank=self.env.rank, world=self.env.world)
+        loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
+                            pin_memory=self.device.type == "cuda", drop_last=True,
+                            persistent_workers=d.workers > 0)
+        return iter(loader)
+
+    def _autocast(self):
+        amp = self.cfg.run.amp
+        if amp == "none":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.to(self.device, non_blocking=True)
+        return t.contiguous(memory_format=torch.channels_last) if self.cfg.run.channels_last and t.dim() == 4 else t
+
+    # ----- one iteration (Eq. 10) ---------------------------------------------------------------------
+    def _check(self, terms: dict) -> None:
+        for name, value in terms.items():
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss {name} is {value} at iteration {self.iteration + 1}")
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def _set_lrs(self, it: int) -> dict:
+        o = self.cfg.optim
+        lr = poly_lr(o.lr, it, o.iters, o.power)
+        for g in self.opt_g.param_groups:
+            g["lr"] = lr * g["lr_mult"]
+        lr_d, lr_wtm = poly_lr(o.lr_d, it, o.iters, o.power), poly_lr(o.lr_wtm, it, o.iters, o.power)
+        for opt in self.opt_d.values():
+            for g in opt.param_groups:
+                g["lr"] = lr_d
+        if self.opt_wtm:
+            for g in self.opt_wtm.param_groups:
+                g["lr"] = lr_wtm
+        return {"lr": lr, "lr_d": lr_d if self.adversarial else None, "lr_wtm": lr_wtm if self.opt_wtm else None}
+
+    def train_step(self) -> dict:
+        mth, it = self.cfg.method, self.iteration
+        row = {"iteration": it + 1, **self._set_lrs(it)}
+        for opt in (self.opt_g, self.opt_wtm, *self.opt_d.values()):
+            if opt is not None:
+                opt.zero_grad(set_to_none=True)
+        discs = [self.discs[n] for n in self._disc_names_active()]
+        _set_requires_grad(discs, False)
+        model = self.ddp_model
+
+        batch = next(self.source_iter)
+        xs, ys = self._to_device(batch["image"]), batch["label"].to(self.device)
+        with self._autocast():
+            src = model(xs)
+            terms = {"seg1": seg_loss(src["low"].float(), ys), "seg2": seg_loss(src["high"].float(), ys)}
+        self._check({k: v.item() for k, v in terms.items()})
+        self._backward(mth.lambda_seg1 * terms["seg1"] + mth.lambda_seg2 * terms["seg2"])
+
+        if self.adversarial:
+            xt = self._to_device(next(self.target_iter)["image"])
+            with self._autocast():
+                tgt = model(xt)
+                pt = {k: F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1) for k, v in tgt.items()}
+                adv = {"adv1": adv_loss(self.discs["d1"], pt["low"]),
+                       "adv2": adv_loss(self.discs["d2"], pt["high"])}
+                weights = {"adv1": mth.lambda_adv1, "adv2": mth.lambda_adv2}
+                if self.jal:  # Eq. 5: the high-level target map must also fool D1 (trained on low maps only)
+                    adv["jal"], weights["jal"] = adv_loss(self.discs["d1"], pt["high"]), mth.lambda_jal
+                for key, out, lam in (("adv_wtm1", "low_t", mth.lambda_adv_wtm1),
+                                      ("adv_wtm2", "high_t", mth.lambda_adv_wtm2)):
+                    if out in pt:  # Eq. 9 through D_wtm
+                        adv[key], weights[key] = adv_loss(self.discs["d_wtm"], pt[out]), lam
+            self._check({k: v.item() for k, v in adv.items()})
+            self._backward(sum(weights[k] * v for k, v in adv.items()))
+            terms.update(adv)
+
+            _set_requires_grad(discs, True)
+            ps = {k: F.softmax(upsample(v.detach().float(), xs.shape[-2:]), dim=1) for k, v in src.items()}
+            pairs = {"d1": "low", "d2": "high"}
+            if "d_wtm" in self.discs:  # Eq. 8: D_wtm learns from the low-level transferred maps
+                pairs["d_wtm"] = "low_t" if "low_t" in pt else "high_t"
+            for name, key in pairs.items():
+                with self._autocast():
+                    loss, stats = dis_loss(self.discs[name], ps[key], pt[key].detach())
+                self._check({name: loss.item()})
+                self._backward(loss)
+                terms[name] = loss
+                row.update({f"{name}_{k}": v for k, v in stats.items()})
+                average_gradients(self.discs[name], self.env)
+
+        self.scaler.step(self.opt_g)
+        if self.opt_wtm is not None and self.adversarial:
+            self.scaler.step(self.opt_wtm)
+        for name in self._disc_names_active():
+            self.scaler.step(self.opt_d[name])
+        self.scaler.update()
+        self.iteration += 1
+        row.update({k: v.item() for k, v in terms.items()})
+        return row
+
+    # ----- checkpoints --------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"config": self.cfg.to_dict(), "iteration": self.iteration, "best": self.best,
+                "discriminators": {n: d.state_dict() for n, d in self.discs.items()},
+                "optimizers": {"g": self.opt_g.state_dict(),
+                               "wtm": self.opt_wtm.state_dict() if self.opt_wtm else None,
+                               **{n: o.state_dict() for n, o in self.opt_d.items()}},
+                "scaler": self.scaler.state_dict()}
+
+    def _assert_finite_weights(self) -> None:
+        """A step can blow the weights up before any loss shows it: never save such a state."""
+        for module in (self.model, *self.discs.values()):
+            for name, t in module.state_dict().items():  # parameters and BN statistics
+                if t.is_floating_point() and not torch.isfinite(t).all():
+                    raise TrainingDiverged(f"weight {name} is not finite after iteration {self.iteration}")
+
+    def save(self, name: str) -> Path:
+        self._assert_finite_weights()
+        path = self.out / "checkpoints" / name
+        ckpt.save_checkpoint(path, self.model, **self._state())
+        return path
+
+    def _snapshot(self) -> None:
+        if not self.env.is_main:
+            return
+        self.save(f"iter_{self.iteration:07d}.pth")
+        self.save("last.pth")
+        snaps = sorted((self.out / "checkpoints").glob("iter_*.pth"))
+        for old in snaps[: max(0, len(snaps) - self.cfg.run.keep)]:
+            old.unlink()
+
+    def _resume(self) -> None:
+        path = self.out / "checkpoints" / "last.pth"
+        if not path.is_file():
+            raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume")
+        try:
+            state = ckpt.read_checkpoint(path)
+        except ckpt.CheckpointError as e:
+            raise TrainingError(f"--resume: {e}") from None
+        saved = from_dict(state["config"])
+        if saved.model != self.cfg.model or saved.method.name != self.cfg.method.name:
+            raise TrainingError(f"--resume: {path} was trained with another model or method "
+                                f"({saved.model.arch}, {saved.method.name}); use a new --out folder")
+        self.model.load_state_dict(state["model"])
+        for n, d in self.discs.items():
+            d.load_state_dict(state["discriminators"][n])
+        self.opt_g.load_state_dict(state["optimizers"]["g"])
+        if self.opt_wtm is not None:
+            self.opt_wtm.load_state_dict(state["optimizers"]["wtm"])
+        for n, o in self.opt_d.items():
+            o.load_state_dict(state["optimizers"][n])
+        self.scaler.load_state_dict(state["scaler"])
+        self.iteration, self.best = state["iteration"], state["best"]
+
+    # ----- the run ------------------------------------------------------------------------------------
+    def evaluate(self) -> dict:
+        d = self.cfg.data
+        return evaluate(self.model, self.val_loader, d.protocol, d.eval_protocols, self.device,
+                        autocast=self._autocast if self.cfg.run.amp != "none" else None)
+
+    def _evaluate_and_select(self, log: RunLog) -> dict:
+        results = self.evaluate()
+        log.log_eval(self.iteration, results)
+        first = results[self.cfg.data.eval_protocols[0]]["miou"]
+        if first > self.best["miou"]:
+            self.best = {"miou": first, "iteration": self.iteration}
+            self.save("best.pth")
+        return results
+
+    def run(self) -> dict:
+        cfg, last = self.cfg, self.cfg.last_iteration
+        if self.iteration >= last:
+            raise TrainingError(f"the run in {self.out} already reached iteration {self.iteration} (stop at {last})")
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.env.is_main:
+            write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        log = RunLog(self.out, self.iteration, cfg.run.tensorboard) if self.env.is_main else None
+        stop = {"requested": False}
+
+        def on_sigint(signum, frame):  # finish the iteration, save, exit; a second Ctrl-C aborts at once
+            if stop["requested"]:
+                raise KeyboardInterrupt
+            stop["requested"] = True
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        bar = tqdm(total=last, initial=self.iteration, desc=f"{cfg.method.name}", dynamic_ncols=True,
+                   disable=not (self.progress and self.env.is_main))
+        results, status = {}, "finished"
+        try:
+            while self.iteration < last:
+                t0 = time.perf_counter()
+                row = self.train_step()
+                row["sec_per_iter"] = time.perf_counter() - t0
+                bar.update(1)
+                if log and (self.iteration % cfg.run.log_every == 0 or self.iteration == last):
+                    log.log_train(row)
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "adv2", "jal", "adv_wtm2", "d2")
+                                     if row.get(k) is not None})
+                if self.env.is_main and (self.iteration % cfg.run.eval_every == 0 or self.iteration == last):
+                    results = self._evaluate_and_select(log)
+                    bar.write(f"iter {self.iteration}: " + ", ".join(
+                        f"mIoU{p} {100 * r['miou']:.2f}" for p, r in results.items()))
+                if self.iteration % cfg.run.save_every == 0 or self.iteration == last:
+                    self._snapshot()
+                barrier(self.env)
+                if broadcast_flag(stop["requested"], self.env, self.device) and self.iteration < last:
+                    self._snapshot()
+                    status = "interrupted"
+                    break
+        except TrainingDiverged as e:
+            raise TrainingDiverged(f"{e}: stopping; the last good checkpoint is kept in "
+                                   f"{self.out / 'checkpoints'} (lower the learning rate or loss weights)") from None
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            bar.close()
+            if log:
+                log.close()
+        return {"status": status, "iteration": self.iteration, "best": self.best, "last_eval": results,
+                "out": str(self.out)}

@@ -1,0 +1,45 @@
+"""The paper's loss terms, one small function each (named as in Eq. 10).
+
+Label convention: the paper's (Eq. 2), D(P) is the probability that P comes from the **source** domain,
+source = 1, target = 0. (AdaptSegNet's code uses the opposite labels; with BCE-with-logits the two are
+mirror images.) So "fool D" means pushing target maps towards label 1, and the mean sigmoid of D on target
+maps is the paper's Fig. 3 signal: higher = more target maps taken for source.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from jal_deploy.labels import IGNORE
+
+SOURCE, TARGET = 1.0, 0.0
+
+
+def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear to the image size with align_corners=True, as the reference training and evaluation."""
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
+
+
+def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: pixel-wise cross-entropy on source labels (255 ignored), logits upsampled to label size."""
+    return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, ignore_index=IGNORE)
+
+
+def _bce(d_logits: torch.Tensor, label: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(d_logits, torch.full_like(d_logits, label))
+
+
+def adv_loss(discriminator, prob: torch.Tensor) -> torch.Tensor:
+    """Eqs. 3, 5 and 9: the segmentation network wants D to call a target map "source"."""
+    return _bce(discriminator(prob), SOURCE)
+
+
+def dis_loss(discriminator, prob_source: torch.Tensor, prob_target: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """Eqs. 2 and 8 on detached maps, each half weighted 1/2 as the references. Also returns D's accuracy
+    on each domain and its mean source-probability on target (Fig. 3)."""
+    ds, dt = discriminator(prob_source.detach()), discriminator(prob_target.detach())
+    loss = 0.5 * (_bce(ds, SOURCE) + _bce(dt, TARGET))
+    with torch.no_grad():
+        stats = {"acc_source": (ds > 0).float().mean().item(), "acc_target": (dt < 0).float().mean().item(),
+                 "p_target": torch.sigmoid(dt).mean().item()}
+    return loss, stats
