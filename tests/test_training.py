@@ -138,3 +138,13 @@ def test_ctrl_c_saves_and_resume_finishes(synth_root, tmp_path):
     assert 1 <= state["iteration"] < 400
     rows = read_rows(out / "train.csv")
     assert int(rows[-1]["iteration"]) == state["iteration"]
+
+
+def test_resume_refuses_another_method_or_an_empty_folder(synth_root, tmp_path):
+    Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=1), tmp_path / "r", progress=False).run()
+    with pytest.raises(TrainingError, match="another model or method"):
+        Trainer(tiny_cfg(synth_root, "jal", iters=2), tmp_path / "r", resume=True, progress=False)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        Trainer(tiny_cfg(synth_root, iters=2), tmp_path / "empty", resume=True, progress=False)
+    result = CliRunner().invoke(train_main, ["--preset", "synthetic-tiny", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "already holds a run; pass --resume" in result.output

@@ -281,7 +281,10 @@ class Trainer:
         except ckpt.CheckpointError as e:
             raise TrainingError(f"--resume: {e}") from None
         saved = from_dict(state["config"])
-        if saved.model != self.cfg.model or saved.method.name != self.cfg.method.name:
+        # The init file only matters at the start: a moved or renamed init does not block a resume.
+        arch_keys = [k for k in vars(self.cfg.model) if not k.startswith("init")]
+        same_model = all(getattr(saved.model, k) == getattr(self.cfg.model, k) for k in arch_keys)
+        if not same_model or saved.method.name != self.cfg.method.name:
             raise TrainingError(f"--resume: {path} was trained with another model or method "
                                 f"({saved.model.arch}, {saved.method.name}); use a new --out folder")
         self.model.load_state_dict(state["model"])

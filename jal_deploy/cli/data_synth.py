@@ -34,7 +34,7 @@ def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force):
 
     The target (Cityscapes layout) differs from the sources in appearance, camera and class statistics,
     and swaps road<->sidewalk and building<->vegetation colours, so a source-only model makes structurally
-    implausible predictions there that output-space adaptation can correct (see GAP.md).
+    implausible predictions there that output-space adaptation can correct (README: "The synthetic benchmark").
 
     \b
     Example:

@@ -1,7 +1,7 @@
 """Per-domain styles: appearance (how the world is rendered) and layout (what the world contains).
 
 The three domains share one procedural world (`scene.py`) and one material table (`materials.py`); all
-their differences live here, as plain dataclasses that `synth.json` records. GAP.md explains the choices.
+their differences live here, as plain dataclasses that `synth.json` records. The README section "The synthetic benchmark" explains the choices.
 """
 from __future__ import annotations
 

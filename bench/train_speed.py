@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Training speed and peak memory of the real JAL+WTM iteration (Trainer.train_step) at the paper's sizes.
+
+Generates a few synthetic frames at the preset's sizes, then times `--iters` iterations after `--warmup`,
+for each requested AMP mode, and prints a table. On a GPU: R101 at 1280x720 source (cropped 1024x512) and
+1024x512 target. On CPU use a small arch to check the code path, e.g.
+    python bench/train_speed.py --device cpu --set model.arch=deeplabv2-r18 model.width=0.25 --iters 2
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from jal_deploy.synth import generate
+from training.config import parse_set, resolve
+from training.engine import Trainer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="gta5-cityscapes-r101")
+    ap.add_argument("--method", default="jal-wtm")
+    ap.add_argument("--amp", nargs="+", default=["none", "bf16"])
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--set", dest="sets", nargs="*", default=[])
+    args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible to torch: pass --device cpu (and a small arch) to check the code path")
+    work = Path(tempfile.mkdtemp(prefix="jal-speed-"))
+    probe = resolve(args.preset, {"model": {"init_required": "false"}, **parse_set(args.sets)})
+    w, h = probe.data.source_size
+    generate(work / "data", seed=0, counts={"gta5": 8, "synthia": 0, "cs_train": 8, "cs_val": 2}, size=(w, h),
+             progress=False)
+    rows = []
+    for amp in args.amp:
+        overrides = parse_set(args.sets)
+        overrides.setdefault("model", {})["init_required"] = "false"
+        overrides["method"] = {"name": args.method}
+        overrides.setdefault("data", {}).update(source_root=str(work / "data/gta5"),
+                                               target_root=str(work / "data/cityscapes"), workers=2)
+        overrides.setdefault("run", {}).update(amp=amp, device=args.device, tensorboard="false",
+                                              channels_last=str(args.channels_last))
+        cfg = resolve(args.preset, overrides)
+        trainer = Trainer(cfg, work / f"run-{amp}", progress=False)
+        for _ in range(args.warmup):
+            trainer.train_step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(args.iters):
+            trainer.train_step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+        dt = (time.perf_counter() - start) / args.iters
+        peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
+        rows.append((amp, 1 / dt, dt, peak))
+        del trainer
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    print(f"\n{args.preset} / {args.method} on {device}: source {cfg.data.source_size} crop {cfg.data.crop}, "
+          f"target {cfg.data.target_size}, batch {cfg.data.batch_size}")
+    print(f"{'amp':6s} {'it/s':>7s} {'s/it':>7s} {'peak GiB':>9s}")
+    for amp, ips, dt, peak in rows:
+        print(f"{amp:6s} {ips:7.2f} {dt:7.3f} {peak:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
