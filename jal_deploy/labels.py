@@ -67,6 +67,10 @@ TRAIN_LABELS: tuple[CityscapesLabel, ...] = tuple(
 CLASS_NAMES_19: tuple[str, ...] = tuple(lab.name for lab in TRAIN_LABELS)
 PALETTE_19: np.ndarray = np.array([lab.color for lab in TRAIN_LABELS], dtype=np.uint8)  # RGB, (19, 3)
 TRAINID_TO_ID: np.ndarray = np.array([lab.id for lab in TRAIN_LABELS], dtype=np.uint8)
+# Cityscapes label id -> RGB colour (256 rows): `_gtFine_color.png` and the palette of GTA5 label PNGs.
+ID_TO_COLOR: np.ndarray = np.zeros((256, 3), dtype=np.uint8)
+for _lab in CITYSCAPES_LABELS:
+    ID_TO_COLOR[_lab.id] = _lab.color
 
 
 def _lut(pairs: dict[int, int], size: int = 256) -> np.ndarray:

@@ -11,24 +11,19 @@ Every file is encoded in memory and written atomically (temp file + rename).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from jal_deploy.atomic import write_bytes
-from jal_deploy.labels import CITYSCAPES_LABELS, IGNORE, TRAINID_TO_ID, TRAINID_TO_SYNTHIA
+from jal_deploy.datasets.writers import encode_raw_label
+from jal_deploy.labels import CITYSCAPES_LABELS, ID_TO_COLOR, IGNORE, TRAINID_TO_ID, TRAINID_TO_SYNTHIA
 from jal_deploy.synth.scene import Scene
 
 CITIES = {"train": ("auberg", "brenville"), "val": ("corlund", "dellingen")}  # made up
 CS_FRAME = 19  # Cityscapes' annotated frame is the 20th of each 30-frame snippet
 
-_ID_RGB = np.zeros((256, 3), np.uint8)
-for _lab in CITYSCAPES_LABELS:
-    _ID_RGB[_lab.id] = _lab.color
-GTA5_PALETTE: list[int] = _ID_RGB.ravel().tolist()
 _HAS_INSTANCES = {lab.id for lab in CITYSCAPES_LABELS if lab.has_instances}
 _TRAIN_LUT = np.zeros(256, np.uint8)
 _TRAIN_LUT[: len(TRAINID_TO_ID)] = TRAINID_TO_ID
@@ -58,21 +53,15 @@ def label_ids(scene: Scene) -> np.ndarray:
 def write_gta5(root: Path, index: int, image: np.ndarray, scene: Scene) -> str:
     name = f"{index + 1:05d}.png"
     write_bytes(root / "images" / name, _rgb_png(image))
-    im = Image.fromarray(label_ids(scene))
-    im.putpalette(GTA5_PALETTE)  # 'L' -> 'P': index = label id, palette = Cityscapes colours
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    write_bytes(root / "labels" / name, buf.getvalue())
+    write_bytes(root / "labels" / name, encode_raw_label(label_ids(scene), "gta5"))
     return name
 
 
 def write_synthia(root: Path, index: int, image: np.ndarray, scene: Scene) -> str:
     name = f"{index:07d}.png"
     write_bytes(root / "RGB" / name, _rgb_png(image))
-    gt = np.zeros(scene.label.shape + (3,), np.uint16)
-    gt[..., 2] = _SYNTHIA_LUT[scene.label]   # R (first channel in RGB order): class id, 0 = void
-    gt[..., 1] = scene.instances             # G: instance id
-    write_bytes(root / "GT" / "LABELS" / name, _png(gt))
+    write_bytes(root / "GT" / "LABELS" / name,
+                encode_raw_label(_SYNTHIA_LUT[scene.label], "synthia", instances=scene.instances))
     return name
 
 
@@ -105,5 +94,5 @@ def write_cityscapes(root: Path, split: str, index: int, image: np.ndarray, scen
     ids = label_ids(scene)
     write_bytes(gt / f"{stem}_gtFine_labelIds.png", _png(ids))
     write_bytes(gt / f"{stem}_gtFine_instanceIds.png", _png(instance_ids(scene, ids)))
-    write_bytes(gt / f"{stem}_gtFine_color.png", _rgb_png(_ID_RGB[ids]))
+    write_bytes(gt / f"{stem}_gtFine_color.png", _rgb_png(ID_TO_COLOR[ids]))
     return f"{city}/{stem}_leftImg8bit.png"
