@@ -98,6 +98,12 @@ def _random_crop(image, label, crop, rng, mean):
     return image[y:y + ch, x:x + cw], None if label is None else label[y:y + ch, x:x + cw]
 
 
+def worker_init(_: int) -> None:
+    """One OpenCV thread per loader worker: workers are processes already, and oversubscribed thread pools
+    on a small CPU slow training down many times over."""
+    cv2.setNumThreads(1)
+
+
 class InfiniteSampler(Sampler[int]):
     """Virtual indices e*n + perm_e[j] for epochs e = 0, 1, ...; each epoch a fresh permutation from
     (seed, e). `start` skips the first draws (exact resume); rank/world split the stream for DDP."""

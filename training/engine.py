@@ -17,7 +17,7 @@ from jal_deploy.atomic import write_text
 
 from . import checkpoints as ckpt
 from .config import TrainConfig, from_dict
-from .data import Augment, InfiniteSampler, SegmentationDataset
+from .data import Augment, InfiniteSampler, SegmentationDataset, worker_init
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
 from .losses import adv_loss, dis_loss, seg_loss, upsample
@@ -145,7 +145,7 @@ class Trainer:
         sampler = InfiniteSampler(len(dataset), seed=seed, start=start, rank=self.env.rank, world=self.env.world)
         loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
                             pin_memory=self.device.type == "cuda", drop_last=True,
-                            persistent_workers=d.workers > 0)
+                            persistent_workers=d.workers > 0, worker_init_fn=worker_init)
         return iter(loader)
 
     def _autocast(self):
