@@ -1,12 +1,50 @@
-"""`jal-export`: the export command (filled by the export issue)."""
+"""`jal-export`: thin Click shell over `export.api.export_checkpoint`."""
+from __future__ import annotations
+
 import click
 
+from jal_deploy.modelinfo import INPUTS, OUTPUTS
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="jal-deploy")
-def main() -> None:
-    """Fold each WTM into Dec2^T and emit ONNX / TensorRT / torch.export artefacts.
 
-    No subcommand is available yet in this release: the exporter lands with the export issue. The folding
-    itself already exists as `training.models.wtm.fold_decoder` (see the README's equation map).
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Examples:
+  jal-export runs/tiny/checkpoints/last.pth --out models/tiny --torch --val data/synth/cityscapes
+  jal-export GTA2Cityscapes_multi.pth --arch deeplabv2-r101 --classes 19 --aspp-branches 2 --out out/
+""")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the artefacts.")
+@click.option("--onnx/--no-onnx", default=True, show_default=True, help="fp32 ONNX (opset 18, onnxslim).")
+@click.option("--torch", "torch_program", is_flag=True, help="Also a torch.export program (.pt2).")
+@click.option("--input", "input_format", type=click.Choice(INPUTS), default=INPUTS[0], show_default=True,
+              help="Raw uint8 BGR frames (normalised inside the graph) or normalised float NCHW.")
+@click.option("--output", type=click.Choice(OUTPUTS), default=OUTPUTS[0], show_default=True,
+              help="Label map (argmax inside the graph, uint8) or logits.")
+@click.option("--static", is_flag=True, help="Fixed batch 1 at the training size instead of dynamic shapes.")
+@click.option("--val", "val_root", type=click.Path(file_okay=False),
+              help="Cityscapes-format tree: parity also reports the mIoU delta on its val split.")
+@click.option("--val-limit", default=20, show_default=True, help="Validation images for the parity check.")
+@click.option("--arch", help="For checkpoints without a config (released AdaptSegNet/ADVENT models).")
+@click.option("--classes", type=int, help="Class count, for checkpoints without a config.")
+@click.option("--aspp-branches", type=click.IntRange(1, 4), help="2 for AdaptSegNet-trained heads.")
+def main(checkpoint, out, onnx, torch_program, input_format, output, static, val_root, val_limit, arch, classes,
+         aspp_branches) -> None:
+    """Fold WTM into Dec2^T, drop everything training-only, write artefacts and prove they match PyTorch.
+
+    Each artefact is compared with the unfolded trained model (WTM applied on the fly): argmax agreement,
+    max logit error (logit outputs) and the mIoU delta on --val. The report is printed and saved as
+    parity.json; an artefact below its threshold is deleted and the command fails.
     """
+    from export.api import ExportError, export_checkpoint
+    from jal_deploy.datasets import DatasetError
+    from training.checkpoints import CheckpointError
+
+    if not (onnx or torch_program):
+        raise click.UsageError("nothing to export: keep --onnx or add --torch")
+    try:
+        summary = export_checkpoint(checkpoint, out, onnx=onnx, torch_program=torch_program,
+                                    input_format=input_format, output=output, dynamic=not static,
+                                    val_root=val_root, val_limit=val_limit, arch=arch, num_classes=classes,
+                                    aspp_branches=aspp_branches, log=click.echo)
+    except (ExportError, CheckpointError, DatasetError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Wrote {', '.join(summary['artefacts'].values())} and {out}/parity.json")

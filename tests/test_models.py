@@ -87,3 +87,11 @@ def test_bn_mode_frozen_keeps_statistics_while_training():
     live = build_model("deeplabv2-r18", 4, width=0.125, bn_mode="train").train()
     live(x)
     assert not torch.equal(live.encoder.bn1.running_mean, before)
+
+
+@pytest.mark.parametrize("hw", [(32, 32), (33, 47), (48, 65), (97, 129)])
+def test_stem_pool_equals_ceil_mode_max_pool(hw):
+    from training.models.resnet import StemMaxPool
+    x = torch.relu(torch.randn(2, 4, *hw))
+    ref = torch.nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)(x)
+    assert torch.equal(StemMaxPool()(x), ref)

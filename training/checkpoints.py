@@ -75,8 +75,9 @@ def read_checkpoint(path: str | Path) -> Any:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, **extra: Any) -> None:
-    """Atomically write our format: the model's state dict, its build config and any extra fields."""
-    payload = {"format": CHECKPOINT_FORMAT, "version": 1, "config": getattr(model, "config", {}),
+    """Atomically write our format: the model's state dict, its `build_model` arguments (`model_config`) and
+    any extra fields (the trainer adds its resolved `config`, optimiser states, iteration...)."""
+    payload = {"format": CHECKPOINT_FORMAT, "version": 1, "model_config": getattr(model, "config", {}),
                "model": model.state_dict(), **extra}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

@@ -7,9 +7,21 @@ Caffe-style layout of the reference DeepLab-v2: the stride sits on the bottlenec
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .norm import frozen_affine_bn
+
+
+class StemMaxPool(nn.Module):
+    """``MaxPool2d(3, stride=2, padding=1, ceil_mode=True)`` on non-negative (post-ReLU) input, written as an
+    explicit zero pad (1 before, 2 after) and a floor-mode pool. Same output for every size, but torch.export
+    needs no guard on the parity of the input size, so exported graphs keep dynamic height and width."""
+
+    ceil_mode = True  # what it computes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(F.pad(x, (1, 2, 1, 2)), kernel_size=3, stride=2)
 
 
 class Bottleneck(nn.Module):
@@ -74,7 +86,7 @@ class DeepLabResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)
         self.bn1 = frozen_affine_bn(w)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+        self.maxpool = StemMaxPool()
         self.layer1 = self._make_layer(block, w, counts[0])
         self.layer2 = self._make_layer(block, w * 2, counts[1], stride=2)
         self.layer3 = self._make_layer(block, w * 4, counts[2], dilation=2)

@@ -1,0 +1,89 @@
+"""`export_checkpoint`: one call from a training checkpoint to verified artefacts (what `jal-export` runs)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from jal_deploy.atomic import write_text
+from jal_deploy.datasets import find_samples, read_image, read_label
+
+from .deploy import DeployNet, load_trained, model_info
+from .parity import ParityReport, compare
+
+
+class ExportError(RuntimeError):
+    """An export that cannot proceed, with a message a user can act on."""
+
+
+def parity_frames(info, val_root: str | None, limit: int, seed: int = 0):
+    """Frames (1, H, W, 3) uint8 and, for a labelled Cityscapes tree, protocol labels at the same size."""
+    w, h = info.input_size
+    if not val_root:
+        rng = np.random.default_rng(seed)  # no data given: random frames at the model size and an odd size
+        sizes = [(h, w), (h + h // 2 + 1, w + w // 2 + 3)] if info.dynamic else [(h, w)]
+        return [rng.integers(0, 256, (1, hh, ww, 3), dtype=np.uint8) for hh, ww in sizes for _ in range(2)], None
+    from jal_deploy.labels import get_protocol
+    lut = get_protocol(info.protocol).from_trainid19
+    frames, labels = [], []
+    for s in find_samples(val_root, "cityscapes", split="val")[:limit]:
+        frames.append(cv2.resize(read_image(s.image), (w, h), interpolation=cv2.INTER_CUBIC)[None])
+        labels.append(cv2.resize(lut[read_label(s, "cityscapes")], (w, h), interpolation=cv2.INTER_NEAREST))
+    return frames, labels
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True, torch_program: bool = False,
+                      input_format: str = "uint8_bgr_nhwc", output: str = "labels", dynamic: bool = True,
+                      val_root: str | None = None, val_limit: int = 20, arch: str | None = None,
+                      num_classes: int | None = None, aspp_branches: int | None = None, log=print) -> dict:
+    out = Path(out)
+    model, meta = load_trained(checkpoint, arch, num_classes, aspp_branches)  # fail before touching `out`
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".jal-export-write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ExportError(f"cannot write to {out}: {e.strerror or e}") from None
+    info = model_info(model, meta, input_format, output, dynamic)
+    net = DeployNet(model, info.mean, info.std, input_format, output)
+    frames, labels = parity_frames(info, val_root, val_limit)
+    mean, std = np.float32(info.mean).reshape(1, 3, 1, 1), np.float32(info.std).reshape(1, 3, 1, 1)
+
+    def feed(frame: np.ndarray) -> np.ndarray:  # raw frames, or normalised NCHW floats for float graphs
+        if input_format == "uint8_bgr_nhwc":
+            return frame
+        return np.ascontiguousarray((frame.transpose(0, 3, 1, 2).astype(np.float32) - mean) / std)
+    reports: list[ParityReport] = []
+    written = {}
+    stem = Path(checkpoint).stem
+    if onnx:
+        from .onnx_export import export_onnx
+        import onnxruntime as ort
+        path = export_onnx(net, info, out / f"{stem}.onnx")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        reports.append(compare(path.name, "fp32", model, lambda f: session.run(None, {info.input_name: feed(f)})[0],
+                               frames, info.mean, info.std, labels, model.num_classes))
+        written["onnx"] = str(path)
+    if torch_program:
+        import torch
+        from .torch_program import export_program, load_program
+        path = export_program(net, info, out / f"{stem}.pt2")
+        program, _ = load_program(path)
+        module = program.module()
+        reports.append(compare(path.name, "fp32", model, lambda f: module(torch.from_numpy(feed(f))).numpy(), frames,
+                               info.mean, info.std, labels, model.num_classes))
+        written["torch"] = str(path)
+    for r in reports:
+        log(r.line())
+    summary = {"checkpoint": str(checkpoint), "model_info": json.loads(info.to_json()), "artefacts": written,
+               "parity": [r.to_dict() for r in reports]}
+    write_text(out / "parity.json", json.dumps(summary, indent=2))
+    failed = [r for r in reports if not r.passed]
+    if failed:
+        for path in written.values():  # a failed artefact is not left behind as if it were good
+            Path(path).unlink(missing_ok=True)
+        raise ExportError("parity check failed: " + "; ".join(r.line() for r in failed))
+    return summary

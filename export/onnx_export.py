@@ -1,0 +1,61 @@
+"""ONNX export of the deploy graph (torch.export-based exporter, opset 18), simplified with onnxslim,
+`ModelInfo` in `metadata_props`, written atomically as one file."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import onnx
+import torch
+
+from jal_deploy.atomic import atomic_path
+from jal_deploy.modelinfo import METADATA_KEY, ModelInfo
+
+from .deploy import DeployNet
+
+OPSET = 18
+MIN_SIDE, MAX_SIDE, MAX_BATCH = 32, 4096, 64
+
+
+def example_input(net: DeployNet, height: int, width: int, batch: int = 2) -> torch.Tensor:
+    if net.input_format == "uint8_bgr_nhwc":
+        return torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8)
+    return torch.randn(batch, 3, height, width)
+
+
+def export_onnx(net: DeployNet, info: ModelInfo, path: str | Path, simplify: bool = True) -> Path:
+    """Write `path`; dynamic batch/height/width (32..4096) when `info.dynamic`, else fixed at input_size."""
+    w, h = info.input_size
+    x = example_input(net, h, w, batch=2 if info.dynamic else 1)
+    axes = (0, 1, 2) if net.input_format == "uint8_bgr_nhwc" else (0, 2, 3)
+    dynamic_shapes = None
+    if info.dynamic:
+        dims = (torch.export.Dim("batch", min=1, max=MAX_BATCH), torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+                torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE))
+        dynamic_shapes = {"image": dict(zip(axes, dims))}
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with torch.no_grad():
+        program = torch.onnx.export(net, (x,), dynamo=True, opset_version=OPSET, input_names=[info.input_name],
+                                    output_names=info.output_names, dynamic_shapes=dynamic_shapes, verbose=False)
+    model = program.model_proto
+    if simplify:
+        import onnxslim
+        model = onnxslim.slim(model)
+    set_metadata(model, info)
+    onnx.checker.check_model(model)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        onnx.save_model(model, str(tmp))
+    return path
+
+
+def set_metadata(model: onnx.ModelProto, info: ModelInfo) -> None:
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=METADATA_KEY, value=info.to_json())
+
+
+def read_metadata(path: str | Path) -> ModelInfo:
+    model = onnx.load(str(path), load_external_data=False)
+    return ModelInfo.from_onnx_metadata({p.key: p.value for p in model.metadata_props})

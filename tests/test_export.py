@@ -1,0 +1,95 @@
+"""jal-export: folded deploy graph, ONNX and .pt2 artefacts proven against the unfolded model."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from export.api import export_checkpoint
+from export.cli import main as export_main
+from export.deploy import DeployNet, load_trained
+from export.onnx_export import read_metadata
+from tests.test_training import tiny_cfg
+from training.engine import Trainer
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synth_root, tmp_path_factory):
+    """A JAL+WTM checkpoint from the real trainer, with WTM2 moved well away from the identity."""
+    out = tmp_path_factory.mktemp("run")
+    trainer = Trainer(tiny_cfg(synth_root, "jal-wtm", iters=1), out, progress=False)
+    trainer.run()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        trainer.model.wtm2.conv.weight.add_(0.05 * torch.randn_like(trainer.model.wtm2.conv.weight))
+    return trainer.save("perturbed.pth")
+
+
+def test_onnx_and_program_match_the_unfolded_model_and_carry_metadata(checkpoint, synth_root, tmp_path):
+    summary = export_checkpoint(checkpoint, tmp_path, torch_program=True, output="logits",
+                                val_root=str(synth_root / "cityscapes"), val_limit=3, log=lambda *_: None)
+    for report in summary["parity"]:
+        assert report["passed"] and report["argmax_agreement"] == 100.0
+        assert report["max_abs_logit_error"] < 1e-4  # folded vs unfolded: float32 rounding
+        assert report["miou_delta"] == 0.0 and 0.0 <= report["miou_reference"] <= 1.0
+    info = read_metadata(tmp_path / "perturbed.onnx")
+    assert info.to_json() == json.dumps(summary["model_info"], sort_keys=True)
+    assert info.arch == "deeplabv2-r18" and info.num_classes == 19 and info.input_size == [96, 48]
+    assert info.provenance["method"] == "jal-wtm" and info.provenance["iteration"] == 1
+    assert json.loads((tmp_path / "parity.json").read_text())["artefacts"]["torch"].endswith("perturbed.pt2")
+
+
+def test_folding_really_changes_the_decoder(checkpoint):
+    model, _ = load_trained(checkpoint)
+    folded = DeployNet(model, [0, 0, 0], [1, 1, 1], "float_bgr_nchw", "logits").decoder
+    assert (folded.branches[0].weight - model.dec2.branches[0].weight).abs().max() > 1e-3
+
+
+def test_label_graph_has_dynamic_batch_and_size(checkpoint, tmp_path):
+    export_checkpoint(checkpoint, tmp_path, log=lambda *_: None)  # defaults: uint8 frames in, labels out
+    session = ort.InferenceSession(str(tmp_path / "perturbed.onnx"), providers=["CPUExecutionProvider"])
+    model, _ = load_trained(checkpoint)
+    net = DeployNet(model, read_metadata(tmp_path / "perturbed.onnx").mean, [1, 1, 1])
+    rng = np.random.default_rng(0)
+    for shape in [(3, 61, 83, 3), (1, 40, 130, 3)]:
+        frames = rng.integers(0, 256, shape, dtype=np.uint8)
+        out = session.run(None, {"image": frames})[0]
+        assert out.shape == shape[:3] and out.dtype == np.uint8
+        ref = net(torch.from_numpy(frames)).numpy()
+        assert (out == ref).mean() > 0.999
+
+
+def test_program_loads_without_training_code(checkpoint, tmp_path):
+    export_checkpoint(checkpoint, tmp_path, onnx=False, torch_program=True, log=lambda *_: None)
+    code = (
+        "import sys, json, torch\n"
+        f"extra = {{'model_info.json': ''}}\n"
+        f"p = torch.export.load({str(tmp_path / 'perturbed.pt2')!r}, extra_files=extra)\n"
+        "out = p.module()(torch.zeros(2, 50, 70, 3, dtype=torch.uint8))\n"
+        "assert tuple(out.shape) == (2, 50, 70), out.shape\n"
+        "assert json.loads(extra['model_info.json'])['output'] == 'labels'\n"
+        "assert 'training' not in sys.modules and 'export' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_bad_inputs_fail_cleanly_and_leave_nothing(checkpoint, tmp_path):
+    runner = CliRunner()
+    cases = [
+        ([str(tmp_path / "missing.pth"), "--out", str(tmp_path / "o1")], "checkpoint not found"),
+        ([__file__, "--out", str(tmp_path / "o2")], "not a readable PyTorch checkpoint"),
+        ([str(checkpoint), "--out", str(tmp_path / "o3"), "--arch", "deeplabv2-r101"], "trained with arch=deeplabv2-r18"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(export_main, args)
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert not (tmp_path / args[2].split("/")[-1]).exists()
+    (tmp_path / "a_file").write_text("x")
+    result = runner.invoke(export_main, [str(checkpoint), "--out", str(tmp_path / "a_file" / "sub")])
+    assert result.exit_code == 1 and "cannot write to" in result.output
