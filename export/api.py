@@ -34,7 +34,15 @@ def parity_frames(info, val_root: str | None, limit: int, seed: int = 0):
     return frames, labels
 
 
+def calibration_frames(info, root: str, count: int) -> list[np.ndarray]:
+    """Target images (Cityscapes-format train split, labels not needed) at the model's input size."""
+    w, h = info.input_size
+    samples = find_samples(root, "cityscapes", split="train", require_labels=False)[:count]
+    return [cv2.resize(read_image(s.image), (w, h), interpolation=cv2.INTER_CUBIC)[None] for s in samples]
+
+
 def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True, torch_program: bool = False,
+                      fp16: bool = False, int8_calibration: str | None = None, calibration_count: int = 32,
                       input_format: str = "uint8_bgr_nhwc", output: str = "labels", dynamic: bool = True,
                       val_root: str | None = None, val_limit: int = 20, arch: str | None = None,
                       num_classes: int | None = None, aspp_branches: int | None = None, log=print) -> dict:
@@ -67,6 +75,21 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
         reports.append(compare(path.name, "fp32", model, lambda f: session.run(None, {info.input_name: feed(f)})[0],
                                frames, info.mean, info.std, labels, model.num_classes))
         written["onnx"] = str(path)
+        from .precision import to_fp16, to_int8
+        variants = []
+        if fp16:
+            variants.append(("fp16", to_fp16(path, out / f"{stem}.fp16.onnx", info)))
+        if int8_calibration:
+            calib = calibration_frames(info, int8_calibration, calibration_count)
+            variants.append(("int8", to_int8(path, out / f"{stem}.int8.onnx", info, calib)))
+        for precision, vpath in variants:
+            vsession = ort.InferenceSession(str(vpath), providers=["CPUExecutionProvider"])
+            reports.append(compare(vpath.name, precision, model,
+                                   lambda f, s=vsession: s.run(None, {info.input_name: feed(f)})[0],
+                                   frames, info.mean, info.std, labels, model.num_classes))
+            written[precision] = str(vpath)
+    elif fp16 or int8_calibration:
+        raise ExportError("--fp16 and --int8 are derived from the fp32 ONNX: drop --no-onnx")
     if torch_program:
         import torch
         from .torch_program import export_program, load_program

@@ -8,12 +8,17 @@ from jal_deploy.modelinfo import INPUTS, OUTPUTS
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
 Examples:
-  jal-export runs/tiny/checkpoints/last.pth --out models/tiny --torch --val data/synth/cityscapes
+  jal-export runs/tiny/checkpoints/last.pth --out models/tiny --torch --fp16 \\
+      --int8 data/synth/cityscapes --val data/synth/cityscapes
   jal-export GTA2Cityscapes_multi.pth --arch deeplabv2-r101 --classes 19 --aspp-branches 2 --out out/
 """)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the artefacts.")
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="fp32 ONNX (opset 18, onnxslim).")
+@click.option("--fp16", is_flag=True, help="Also an fp16 ONNX (fp32 I/O kept; for GPUs, storage-only on CPU).")
+@click.option("--int8", "int8_calibration", type=click.Path(file_okay=False), metavar="CALIB_ROOT",
+              help="Also an int8 Q/DQ ONNX for CPU, calibrated on the train images of this Cityscapes-format tree.")
+@click.option("--calib-count", default=32, show_default=True, help="Calibration images for --int8.")
 @click.option("--torch", "torch_program", is_flag=True, help="Also a torch.export program (.pt2).")
 @click.option("--input", "input_format", type=click.Choice(INPUTS), default=INPUTS[0], show_default=True,
               help="Raw uint8 BGR frames (normalised inside the graph) or normalised float NCHW.")
@@ -26,7 +31,7 @@ Examples:
 @click.option("--arch", help="For checkpoints without a config (released AdaptSegNet/ADVENT models).")
 @click.option("--classes", type=int, help="Class count, for checkpoints without a config.")
 @click.option("--aspp-branches", type=click.IntRange(1, 4), help="2 for AdaptSegNet-trained heads.")
-def main(checkpoint, out, onnx, torch_program, input_format, output, static, val_root, val_limit, arch, classes,
+def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, input_format, output, static, val_root, val_limit, arch, classes,
          aspp_branches) -> None:
     """Fold WTM into Dec2^T, drop everything training-only, write artefacts and prove they match PyTorch.
 
@@ -41,7 +46,8 @@ def main(checkpoint, out, onnx, torch_program, input_format, output, static, val
     if not (onnx or torch_program):
         raise click.UsageError("nothing to export: keep --onnx or add --torch")
     try:
-        summary = export_checkpoint(checkpoint, out, onnx=onnx, torch_program=torch_program,
+        summary = export_checkpoint(checkpoint, out, onnx=onnx, torch_program=torch_program, fp16=fp16,
+                                    int8_calibration=int8_calibration, calibration_count=calib_count,
                                     input_format=input_format, output=output, dynamic=not static,
                                     val_root=val_root, val_limit=val_limit, arch=arch, num_classes=classes,
                                     aspp_branches=aspp_branches, log=click.echo)

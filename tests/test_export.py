@@ -93,3 +93,23 @@ def test_bad_inputs_fail_cleanly_and_leave_nothing(checkpoint, tmp_path):
     (tmp_path / "a_file").write_text("x")
     result = runner.invoke(export_main, [str(checkpoint), "--out", str(tmp_path / "a_file" / "sub")])
     assert result.exit_code == 1 and "cannot write to" in result.output
+
+
+def test_fp16_keeps_float32_io_and_int8_reports_its_agreement(checkpoint, synth_root, tmp_path):
+    summary = export_checkpoint(checkpoint, tmp_path, output="logits", fp16=True,
+                                int8_calibration=str(synth_root / "cityscapes"), calibration_count=4,
+                                val_root=str(synth_root / "cityscapes"), val_limit=4, log=lambda *_: None)
+    fp16 = ort.InferenceSession(str(tmp_path / "perturbed.fp16.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.type for o in fp16.get_outputs()] == ["tensor(float)"]
+    assert [i.type for i in fp16.get_inputs()] == ["tensor(uint8)"]
+    assert read_metadata(tmp_path / "perturbed.fp16.onnx").precision == "fp16"
+    assert read_metadata(tmp_path / "perturbed.int8.onnx").precision == "int8"
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "perturbed.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    by_name = {r["artefact"]: r for r in summary["parity"]}
+    assert by_name["perturbed.fp16.onnx"]["argmax_agreement"] >= 99.0
+    assert by_name["perturbed.fp16.onnx"]["max_abs_logit_error"] < 0.05
+    assert by_name["perturbed.int8.onnx"]["threshold"] == 95.0
+    assert by_name["perturbed.int8.onnx"]["passed"] == (by_name["perturbed.int8.onnx"]["argmax_agreement"] >= 95.0)
+    assert by_name["perturbed.int8.onnx"]["miou_delta"] is not None

@@ -1,0 +1,94 @@
+"""Reduced-precision ONNX variants of an exported fp32 graph.
+
+- fp16: weights and activations in float16 with fp32 inputs/outputs kept (`keep_io_types`). Converters are
+  known to leave a graph output in fp16 or emit nodes out of order, so the result is topologically sorted,
+  checked with `onnx.checker`, and its output types are asserted. On ONNX Runtime's CPU provider fp16 only
+  saves storage (it inserts casts); it is meant for GPUs and TensorRT 11.
+- int8: static Q/DQ quantisation for ONNX Runtime on CPU, calibrated on target images: per-channel int8
+  weights, **uint8** activations (int8 activations leave most convs in fp32 on x86), MinMax calibration,
+  `quant_pre_process` first, and the final Resize/ArgMax kept in float (quantising the Resize creates
+  argmax ties).
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import onnx
+
+from jal_deploy.atomic import atomic_path
+from jal_deploy.modelinfo import ModelInfo
+
+from .onnx_export import set_metadata
+
+_FLOAT = onnx.TensorProto.FLOAT
+
+
+def _io_types(model: onnx.ModelProto) -> dict[str, int]:
+    return {v.name: v.type.tensor_type.elem_type for v in list(model.graph.input) + list(model.graph.output)}
+
+
+def to_fp16(src: str | Path, dst: str | Path, info: ModelInfo) -> Path:
+    from onnxruntime.transformers import float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = onnx.load(str(src))
+    before = _io_types(model)
+    converted = float16.convert_float_to_float16(model, keep_io_types=True)
+    wrapper = OnnxModel(converted)
+    wrapper.topological_sort()
+    converted = wrapper.model
+    after = _io_types(converted)
+    changed = {k: (before[k], after.get(k)) for k in before if after.get(k) != before[k]}
+    if changed:  # e.g. an fp32 output left as fp16 by the converter
+        raise RuntimeError(f"fp16 conversion changed graph I/O types {changed}")
+    set_metadata(converted, _with_precision(info, "fp16"))
+    onnx.checker.check_model(converted)
+    with atomic_path(dst) as tmp:
+        onnx.save_model(converted, str(tmp))
+    return Path(dst)
+
+
+class _Frames:
+    """CalibrationDataReader over (1, H, W, 3) frames (or whatever the graph input expects)."""
+
+    def __init__(self, name: str, frames: Iterable[np.ndarray]):
+        self.name, self.frames = name, iter(list(frames))
+
+    def get_next(self):
+        frame = next(self.frames, None)
+        return None if frame is None else {self.name: frame}
+
+    def rewind(self):  # pragma: no cover - part of the reader protocol
+        pass
+
+
+def to_int8(src: str | Path, dst: str | Path, info: ModelInfo, calibration: list[np.ndarray]) -> Path:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if not calibration:
+        raise ValueError("int8 quantisation needs calibration frames (target images)")
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        model = onnx.load(str(pre))
+        keep_float = [n.name for n in model.graph.node if n.op_type in ("Resize", "ArgMax")]
+        out = Path(tmp) / "int8.onnx"
+        quantize_static(str(pre), str(out), _Frames(info.input_name, calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
+                        op_types_to_quantize=["Conv"])
+        quantized = onnx.load(str(out))
+    set_metadata(quantized, _with_precision(info, "int8"))
+    onnx.checker.check_model(quantized)
+    with atomic_path(dst) as tmp_path:
+        onnx.save_model(quantized, str(tmp_path))
+    return Path(dst)
+
+
+def _with_precision(info: ModelInfo, precision: str) -> ModelInfo:
+    return dataclasses.replace(info, precision=precision)
