@@ -17,22 +17,25 @@ OPSET = 18
 MIN_SIDE, MAX_SIDE, MAX_BATCH = 32, 4096, 64
 
 
-def example_input(net: DeployNet, height: int, width: int, batch: int = 2) -> torch.Tensor:
+def trace_inputs(net: DeployNet, info: ModelInfo) -> tuple[torch.Tensor, dict | None]:
+    """Example input and torch.export dynamic shapes (batch 1-64, sides 32-4096) shared by every exporter.
+    The example batch is 2 when dynamic: a batch of 1 would be specialised as a constant."""
+    w, h = info.input_size
+    batch = 2 if info.dynamic else 1
     if net.input_format == "uint8_bgr_nhwc":
-        return torch.randint(0, 256, (batch, height, width, 3), dtype=torch.uint8)
-    return torch.randn(batch, 3, height, width)
+        x, axes = torch.randint(0, 256, (batch, h, w, 3), dtype=torch.uint8), (0, 1, 2)
+    else:
+        x, axes = torch.randn(batch, 3, h, w), (0, 2, 3)
+    if not info.dynamic:
+        return x, None
+    dims = (torch.export.Dim("batch", min=1, max=MAX_BATCH), torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
+            torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE))
+    return x, {"image": dict(zip(axes, dims))}
 
 
 def export_onnx(net: DeployNet, info: ModelInfo, path: str | Path, simplify: bool = True) -> Path:
     """Write `path`; dynamic batch/height/width (32..4096) when `info.dynamic`, else fixed at input_size."""
-    w, h = info.input_size
-    x = example_input(net, h, w, batch=2 if info.dynamic else 1)
-    axes = (0, 1, 2) if net.input_format == "uint8_bgr_nhwc" else (0, 2, 3)
-    dynamic_shapes = None
-    if info.dynamic:
-        dims = (torch.export.Dim("batch", min=1, max=MAX_BATCH), torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
-                torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE))
-        dynamic_shapes = {"image": dict(zip(axes, dims))}
+    x, dynamic_shapes = trace_inputs(net, info)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with torch.no_grad():
         program = torch.onnx.export(net, (x,), dynamo=True, opset_version=OPSET, input_names=[info.input_name],

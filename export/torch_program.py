@@ -10,22 +10,15 @@ from jal_deploy.atomic import atomic_path
 from jal_deploy.modelinfo import ModelInfo
 
 from .deploy import DeployNet
-from .onnx_export import MAX_BATCH, MAX_SIDE, MIN_SIDE, example_input
+from .onnx_export import trace_inputs
 
 EXTRA_FILE = "model_info.json"
 
 
 def export_program(net: DeployNet, info: ModelInfo, path: str | Path) -> Path:
-    w, h = info.input_size
-    axes = (0, 1, 2) if net.input_format == "uint8_bgr_nhwc" else (0, 2, 3)
-    dynamic_shapes = None
-    if info.dynamic:
-        dims = (torch.export.Dim("batch", min=1, max=MAX_BATCH), torch.export.Dim("height", min=MIN_SIDE, max=MAX_SIDE),
-                torch.export.Dim("width", min=MIN_SIDE, max=MAX_SIDE))
-        dynamic_shapes = {"image": dict(zip(axes, dims))}
+    x, dynamic_shapes = trace_inputs(net, info)
     with torch.no_grad():
-        program = torch.export.export(net, (example_input(net, h, w, batch=2 if info.dynamic else 1),),
-                                      dynamic_shapes=dynamic_shapes)
+        program = torch.export.export(net, (x,), dynamic_shapes=dynamic_shapes)
     path = Path(path)
     with atomic_path(path) as tmp:
         torch.export.save(program, str(tmp), extra_files={EXTRA_FILE: info.to_json()})
