@@ -12,6 +12,7 @@ from jal_deploy.datasets import find_samples, read_image, read_label
 
 from .deploy import DeployNet, load_trained, model_info
 from .parity import ParityReport, compare
+from .tensorrt_engine import TensorRTUnavailable
 
 
 class ExportError(RuntimeError):
@@ -43,6 +44,7 @@ def calibration_frames(info, root: str, count: int) -> list[np.ndarray]:
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True, torch_program: bool = False,
                       fp16: bool = False, int8_calibration: str | None = None, calibration_count: int = 32,
+                      trt_precisions: tuple[str, ...] = (), trt_options: dict | None = None,
                       input_format: str = "uint8_bgr_nhwc", output: str = "labels", dynamic: bool = True,
                       val_root: str | None = None, val_limit: int = 20, arch: str | None = None,
                       num_classes: int | None = None, aspp_branches: int | None = None, log=print) -> dict:
@@ -99,14 +101,55 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
         reports.append(compare(path.name, "fp32", model, lambda f: module(torch.from_numpy(feed(f))).numpy(), frames,
                                info.mean, info.std, labels, model.num_classes))
         written["torch"] = str(path)
+    trt_error = None
+    if trt_precisions:
+        if not onnx:
+            raise ExportError("TensorRT engines are built from the ONNX export: drop --no-onnx")
+        try:
+            _build_engines(trt_precisions, out, stem, written, info, int8_calibration, calibration_count,
+                           trt_options or {}, reports, model, frames, labels, feed)
+        except TensorRTUnavailable as e:  # the other artefacts stay; the command still fails
+            trt_error = str(e)
     for r in reports:
         log(r.line())
     summary = {"checkpoint": str(checkpoint), "model_info": json.loads(info.to_json()), "artefacts": written,
                "parity": [r.to_dict() for r in reports]}
     write_text(out / "parity.json", json.dumps(summary, indent=2))
+    if trt_error:
+        raise ExportError(f"{trt_error}. The other artefacts were written to {out}.")
     failed = [r for r in reports if not r.passed]
     if failed:
         for path in written.values():  # a failed artefact is not left behind as if it were good
             Path(path).unlink(missing_ok=True)
         raise ExportError("parity check failed: " + "; ".join(r.line() for r in failed))
     return summary
+
+
+def _build_engines(precisions, out, stem, written, info, int8_calibration, calibration_count, options, reports,
+                   model, frames, labels, feed) -> None:
+    """TensorRT 11 takes precision from the graph (fp16 ONNX, Q/DQ ONNX); TensorRT 10 from builder flags."""
+    from .precision import to_fp16, to_int8
+    from .tensorrt_engine import EngineRunner, build_engine, import_tensorrt, strongly_typed_only
+
+    trt = import_tensorrt()
+    typed = strongly_typed_only(trt)
+    fp32_onnx = Path(written["onnx"])
+    for precision in precisions:
+        source = fp32_onnx
+        calib = None
+        if precision == "int8":
+            if not int8_calibration:
+                raise ExportError("--trt int8 needs calibration images: pass --int8 CALIB_ROOT")
+            calib = calibration_frames(info, int8_calibration, calibration_count)
+        if typed and precision == "fp16":
+            source = Path(written.get("fp16") or to_fp16(fp32_onnx, out / f"{stem}.fp16.onnx", info))
+            written["fp16"] = str(source)
+        if typed and precision == "int8":
+            source = Path(written.get("int8") or to_int8(fp32_onnx, out / f"{stem}.int8.onnx", info, calib))
+            written["int8"] = str(source)
+        engine = build_engine(source, out / f"{stem}.{precision}.engine", info, precision,
+                              timing_cache=out / "timing.cache", calibration=calib, **options)
+        runner = EngineRunner(engine, info)
+        reports.append(compare(engine.name, precision, model, lambda f, r=runner: r(feed(f)), frames, info.mean,
+                               info.std, labels, model.num_classes))
+        written[f"trt_{precision}"] = str(engine)

@@ -11,6 +11,7 @@ Examples:
   jal-export runs/tiny/checkpoints/last.pth --out models/tiny --torch --fp16 \\
       --int8 data/synth/cityscapes --val data/synth/cityscapes
   jal-export GTA2Cityscapes_multi.pth --arch deeplabv2-r101 --classes 19 --aspp-branches 2 --out out/
+  jal-export runs/r101/checkpoints/last.pth --out engines/ --trt fp16      # on a GPU machine with TensorRT
 """)
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the artefacts.")
@@ -20,6 +21,11 @@ Examples:
               help="Also an int8 Q/DQ ONNX for CPU, calibrated on the train images of this Cityscapes-format tree.")
 @click.option("--calib-count", default=32, show_default=True, help="Calibration images for --int8.")
 @click.option("--torch", "torch_program", is_flag=True, help="Also a torch.export program (.pt2).")
+@click.option("--trt", "trt_precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="TensorRT engine(s) (repeatable); needs TensorRT and an NVIDIA GPU. int8 needs --int8.")
+@click.option("--workspace", default=4.0, show_default=True, help="TensorRT workspace limit in GiB.")
+@click.option("--version-compatible", is_flag=True, help="TensorRT: build a version-compatible engine.")
+@click.option("--hardware-compatible", is_flag=True, help="TensorRT: build for Ampere and newer GPUs.")
 @click.option("--input", "input_format", type=click.Choice(INPUTS), default=INPUTS[0], show_default=True,
               help="Raw uint8 BGR frames (normalised inside the graph) or normalised float NCHW.")
 @click.option("--output", type=click.Choice(OUTPUTS), default=OUTPUTS[0], show_default=True,
@@ -31,7 +37,8 @@ Examples:
 @click.option("--arch", help="For checkpoints without a config (released AdaptSegNet/ADVENT models).")
 @click.option("--classes", type=int, help="Class count, for checkpoints without a config.")
 @click.option("--aspp-branches", type=click.IntRange(1, 4), help="2 for AdaptSegNet-trained heads.")
-def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, input_format, output, static, val_root, val_limit, arch, classes,
+def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, trt_precisions, workspace,
+         version_compatible, hardware_compatible, input_format, output, static, val_root, val_limit, arch, classes,
          aspp_branches) -> None:
     """Fold WTM into Dec2^T, drop everything training-only, write artefacts and prove they match PyTorch.
 
@@ -48,6 +55,9 @@ def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_progr
     try:
         summary = export_checkpoint(checkpoint, out, onnx=onnx, torch_program=torch_program, fp16=fp16,
                                     int8_calibration=int8_calibration, calibration_count=calib_count,
+                                    trt_precisions=tuple(trt_precisions),
+                                    trt_options={"workspace_gib": workspace, "version_compatible": version_compatible,
+                                                 "hardware_compatible": hardware_compatible},
                                     input_format=input_format, output=output, dynamic=not static,
                                     val_root=val_root, val_limit=val_limit, arch=arch, num_classes=classes,
                                     aspp_branches=aspp_branches, log=click.echo)

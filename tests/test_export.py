@@ -113,3 +113,33 @@ def test_fp16_keeps_float32_io_and_int8_reports_its_agreement(checkpoint, synth_
     assert by_name["perturbed.int8.onnx"]["threshold"] == 95.0
     assert by_name["perturbed.int8.onnx"]["passed"] == (by_name["perturbed.int8.onnx"]["argmax_agreement"] >= 95.0)
     assert by_name["perturbed.int8.onnx"]["miou_delta"] is not None
+
+
+def _tensorrt_and_gpu() -> bool:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(_tensorrt_and_gpu(), reason="TensorRT and a GPU are present: the engine test below runs")
+def test_trt_without_tensorrt_says_what_to_install_and_keeps_the_other_artefacts(checkpoint, tmp_path):
+    result = CliRunner().invoke(export_main, [str(checkpoint), "--out", str(tmp_path), "--trt", "fp16"])
+    assert result.exit_code == 1
+    assert "pip install 'jal-deploy[trt]'" in result.output and "other artefacts were written" in result.output
+    assert (tmp_path / "perturbed.onnx").is_file() and (tmp_path / "parity.json").is_file()
+    assert not list(tmp_path.glob("*.engine"))
+
+
+@pytest.mark.skipif(not _tensorrt_and_gpu(), reason="needs the tensorrt package and an NVIDIA GPU "
+                    "(TensorRT cannot be installed on the CPU CI machines)")
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_trt_engine_matches_pytorch_and_writes_its_sidecar(checkpoint, synth_root, tmp_path, precision):
+    summary = export_checkpoint(checkpoint, tmp_path, trt_precisions=(precision,), val_root=str(synth_root / "cityscapes"),
+                                val_limit=4, log=lambda *_: None)
+    report = {r["artefact"]: r for r in summary["parity"]}[f"perturbed.{precision}.engine"]
+    assert report["passed"]
+    sidecar = json.loads((tmp_path / f"perturbed.{precision}.engine.json").read_text())
+    assert sidecar["precision"] == precision and sidecar["model_info"]["arch"] == "deeplabv2-r18"
+    assert (tmp_path / "timing.cache").is_file()
