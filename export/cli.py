@@ -23,6 +23,9 @@ Examples:
 @click.option("--torch", "torch_program", is_flag=True, help="Also a torch.export program (.pt2).")
 @click.option("--trt", "trt_precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
               help="TensorRT engine(s) (repeatable); needs TensorRT and an NVIDIA GPU. int8 needs --int8.")
+@click.option("--trt-shapes", metavar="MIN:OPT:MAX",
+              help="TensorRT profile as BxHxW triples, e.g. 1x256x512:1x512x1024:4x1024x2048 "
+                   "(default: half to twice the training size, batch 1-8).")
 @click.option("--workspace", default=4.0, show_default=True, help="TensorRT workspace limit in GiB.")
 @click.option("--version-compatible", is_flag=True, help="TensorRT: build a version-compatible engine.")
 @click.option("--hardware-compatible", is_flag=True, help="TensorRT: build for Ampere and newer GPUs.")
@@ -37,7 +40,7 @@ Examples:
 @click.option("--arch", help="For checkpoints without a config (released AdaptSegNet/ADVENT models).")
 @click.option("--classes", type=int, help="Class count, for checkpoints without a config.")
 @click.option("--aspp-branches", type=click.IntRange(1, 4), help="2 for AdaptSegNet-trained heads.")
-def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, trt_precisions, workspace,
+def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, trt_precisions, trt_shapes, workspace,
          version_compatible, hardware_compatible, input_format, output, static, val_root, val_limit, arch, classes,
          aspp_branches) -> None:
     """Fold WTM into Dec2^T, drop everything training-only, write artefacts and prove they match PyTorch.
@@ -50,13 +53,19 @@ def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_progr
     from jal_deploy.datasets import DatasetError
     from training.checkpoints import CheckpointError
 
+    from export.tensorrt_engine import EngineShapes
+
+    try:
+        shapes = EngineShapes.parse(trt_shapes) if trt_shapes else None
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--trt-shapes") from None
     if not (onnx or torch_program):
         raise click.UsageError("nothing to export: keep --onnx or add --torch")
     try:
         summary = export_checkpoint(checkpoint, out, onnx=onnx, torch_program=torch_program, fp16=fp16,
                                     int8_calibration=int8_calibration, calibration_count=calib_count,
                                     trt_precisions=tuple(trt_precisions),
-                                    trt_options={"workspace_gib": workspace, "version_compatible": version_compatible,
+                                    trt_options={"shapes": shapes, "workspace_gib": workspace, "version_compatible": version_compatible,
                                                  "hardware_compatible": hardware_compatible},
                                     input_format=input_format, output=output, dynamic=not static,
                                     val_root=val_root, val_limit=val_limit, arch=arch, num_classes=classes,

@@ -36,6 +36,20 @@ class EngineShapes:
     max: tuple[int, int, int]
 
     @classmethod
+    def parse(cls, text: str) -> "EngineShapes":
+        """'1x256x512:1x512x1024:4x1024x2048' (batch x height x width, min:opt:max)."""
+        try:
+            triples = [tuple(int(v) for v in part.lower().split("x")) for part in text.split(":")]
+        except ValueError:
+            raise ValueError(f"expected MIN:OPT:MAX as BxHxW triples, got {text!r}") from None
+        if len(triples) != 3 or any(len(t) != 3 for t in triples):
+            raise ValueError(f"expected MIN:OPT:MAX as BxHxW triples, got {text!r}")
+        lo, opt, hi = triples
+        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            raise ValueError(f"profile must satisfy min <= opt <= max in every dimension, got {text!r}")
+        return cls(lo, opt, hi)
+
+    @classmethod
     def for_model(cls, info: ModelInfo, max_batch: int = 8) -> "EngineShapes":
         w, h = info.input_size
         if not info.dynamic:

@@ -143,3 +143,33 @@ def test_trt_engine_matches_pytorch_and_writes_its_sidecar(checkpoint, synth_roo
     sidecar = json.loads((tmp_path / f"perturbed.{precision}.engine.json").read_text())
     assert sidecar["precision"] == precision and sidecar["model_info"]["arch"] == "deeplabv2-r18"
     assert (tmp_path / "timing.cache").is_file()
+
+
+def test_released_adaptsegnet_style_model_exports_its_dec2(tmp_path):
+    """A bare AdaptSegNet-layout state dict (layer5/layer6 heads, no WTM, no config) exports Dec2."""
+    from training.models import build_model
+    torch.manual_seed(0)
+    src = build_model("deeplabv2-r18", 19, aspp_branches=2)
+    bare = {}
+    for k, v in src.state_dict().items():
+        k = k.replace("encoder.", "", 1).replace("dec1.branches.", "layer5.conv2d_list.")
+        bare[k.replace("dec2.branches.", "layer6.conv2d_list.")] = v
+    torch.save(bare, tmp_path / "GTA2Cityscapes_r18.pth")
+    result = CliRunner().invoke(export_main, [str(tmp_path / "GTA2Cityscapes_r18.pth"), "--out", str(tmp_path / "o"),
+                                              "--arch", "deeplabv2-r18", "--classes", "19", "--aspp-branches", "2",
+                                              "--output", "logits", "--static"])
+    assert result.exit_code == 0, result.output
+    parity = json.loads((tmp_path / "o" / "parity.json").read_text())["parity"][0]
+    # Random full-width weights: logits in the hundreds, so float32 rounding reaches ~1e-3 and near-ties occur.
+    assert parity["argmax_agreement"] > 99.99 and parity["max_abs_logit_error"] < 1e-2
+    info = read_metadata(tmp_path / "o" / "GTA2Cityscapes_r18.onnx")
+    assert info.input_size == [1024, 512] and not info.dynamic and info.provenance["iteration"] is None
+
+
+def test_trt_shapes_are_validated():
+    from export.tensorrt_engine import EngineShapes
+    assert EngineShapes.parse("1x256x512:1x512x1024:4x1024x2048").max == (4, 1024, 2048)
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        EngineShapes.parse("1x512x512:1x256x512:1x1024x1024")
+    result = CliRunner().invoke(export_main, ["x.pth", "--out", "o", "--trt-shapes", "1x2"])
+    assert result.exit_code == 2 and "--trt-shapes" in result.output
