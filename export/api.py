@@ -30,16 +30,19 @@ def parity_frames(info, val_root: str | None, limit: int, seed: int = 0):
     lut = get_protocol(info.protocol).from_trainid19
     frames, labels = [], []
     for s in find_samples(val_root, "cityscapes", split="val")[:limit]:
-        frames.append(cv2.resize(read_image(s.image), (w, h), interpolation=cv2.INTER_CUBIC)[None])
+        frames.append(_frame_at_model_size(s.image, info))
         labels.append(cv2.resize(lut[read_label(s, "cityscapes")], (w, h), interpolation=cv2.INTER_NEAREST))
     return frames, labels
 
 
 def calibration_frames(info, root: str, count: int) -> list[np.ndarray]:
     """Target images (Cityscapes-format train split, labels not needed) at the model's input size."""
-    w, h = info.input_size
     samples = find_samples(root, "cityscapes", split="train", require_labels=False)[:count]
-    return [cv2.resize(read_image(s.image), (w, h), interpolation=cv2.INTER_CUBIC)[None] for s in samples]
+    return [_frame_at_model_size(s.image, info) for s in samples]
+
+
+def _frame_at_model_size(path, info) -> np.ndarray:
+    return cv2.resize(read_image(path), tuple(info.input_size), interpolation=cv2.INTER_CUBIC)[None]
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True, torch_program: bool = False,
@@ -49,6 +52,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
                       val_root: str | None = None, val_limit: int = 20, arch: str | None = None,
                       num_classes: int | None = None, aspp_branches: int | None = None, log=print) -> dict:
     out = Path(out)
+    if "int8" in trt_precisions and not int8_calibration:
+        raise ExportError("--trt int8 needs calibration images: pass --int8 CALIB_ROOT")
+    if not onnx and (fp16 or int8_calibration or trt_precisions):
+        raise ExportError("--fp16, --int8 and --trt are derived from the fp32 ONNX: drop --no-onnx")
     model, meta = load_trained(checkpoint, arch, num_classes, aspp_branches)  # fail before touching `out`
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -66,48 +73,42 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
         if input_format == "uint8_bgr_nhwc":
             return frame
         return np.ascontiguousarray((frame.transpose(0, 3, 1, 2).astype(np.float32) - mean) / std)
+
     reports: list[ParityReport] = []
+
+    def check(name: str, precision: str, run) -> None:
+        reports.append(compare(name, precision, model, lambda f: run(feed(f)), frames, info.mean, info.std,
+                               labels, model.num_classes))
+
+    calib = calibration_frames(info, int8_calibration, calibration_count) if int8_calibration else None
     written = {}
     stem = Path(checkpoint).stem
     if onnx:
         from .onnx_export import export_onnx
         import onnxruntime as ort
         path = export_onnx(net, info, out / f"{stem}.onnx")
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        reports.append(compare(path.name, "fp32", model, lambda f: session.run(None, {info.input_name: feed(f)})[0],
-                               frames, info.mean, info.std, labels, model.num_classes))
-        written["onnx"] = str(path)
         from .precision import to_fp16, to_int8
-        variants = []
+        variants = [("onnx", "fp32", path)]
         if fp16:
-            variants.append(("fp16", to_fp16(path, out / f"{stem}.fp16.onnx", info)))
-        if int8_calibration:
-            calib = calibration_frames(info, int8_calibration, calibration_count)
-            variants.append(("int8", to_int8(path, out / f"{stem}.int8.onnx", info, calib)))
-        for precision, vpath in variants:
-            vsession = ort.InferenceSession(str(vpath), providers=["CPUExecutionProvider"])
-            reports.append(compare(vpath.name, precision, model,
-                                   lambda f, s=vsession: s.run(None, {info.input_name: feed(f)})[0],
-                                   frames, info.mean, info.std, labels, model.num_classes))
-            written[precision] = str(vpath)
-    elif fp16 or int8_calibration:
-        raise ExportError("--fp16 and --int8 are derived from the fp32 ONNX: drop --no-onnx")
+            variants.append(("fp16", "fp16", to_fp16(path, out / f"{stem}.fp16.onnx", info)))
+        if calib:
+            variants.append(("int8", "int8", to_int8(path, out / f"{stem}.int8.onnx", info, calib)))
+        for key, precision, vpath in variants:
+            session = ort.InferenceSession(str(vpath), providers=["CPUExecutionProvider"])
+            check(vpath.name, precision, lambda x, s=session: s.run(None, {info.input_name: x})[0])
+            written[key] = str(vpath)
     if torch_program:
         import torch
         from .torch_program import export_program, load_program
         path = export_program(net, info, out / f"{stem}.pt2")
         program, _ = load_program(path)
         module = program.module()
-        reports.append(compare(path.name, "fp32", model, lambda f: module(torch.from_numpy(feed(f))).numpy(), frames,
-                               info.mean, info.std, labels, model.num_classes))
+        check(path.name, "fp32", lambda x: module(torch.from_numpy(x)).numpy())
         written["torch"] = str(path)
     trt_error = None
     if trt_precisions:
-        if not onnx:
-            raise ExportError("TensorRT engines are built from the ONNX export: drop --no-onnx")
         try:
-            _build_engines(trt_precisions, out, stem, written, info, int8_calibration, calibration_count,
-                           trt_options or {}, reports, model, frames, labels, feed)
+            _build_engines(trt_precisions, out, stem, written, info, calib, trt_options or {}, check)
         except TensorRTUnavailable as e:  # the other artefacts stay; the command still fails
             trt_error = str(e)
     for r in reports:
@@ -125,8 +126,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
     return summary
 
 
-def _build_engines(precisions, out, stem, written, info, int8_calibration, calibration_count, options, reports,
-                   model, frames, labels, feed) -> None:
+def _build_engines(precisions, out, stem, written, info, calib, options, check) -> None:
     """TensorRT 11 takes precision from the graph (fp16 ONNX, Q/DQ ONNX); TensorRT 10 from builder flags."""
     from .precision import to_fp16, to_int8
     from .tensorrt_engine import EngineRunner, build_engine, import_tensorrt, strongly_typed_only
@@ -136,11 +136,6 @@ def _build_engines(precisions, out, stem, written, info, int8_calibration, calib
     fp32_onnx = Path(written["onnx"])
     for precision in precisions:
         source = fp32_onnx
-        calib = None
-        if precision == "int8":
-            if not int8_calibration:
-                raise ExportError("--trt int8 needs calibration images: pass --int8 CALIB_ROOT")
-            calib = calibration_frames(info, int8_calibration, calibration_count)
         if typed and precision == "fp16":
             source = Path(written.get("fp16") or to_fp16(fp32_onnx, out / f"{stem}.fp16.onnx", info))
             written["fp16"] = str(source)
@@ -148,8 +143,7 @@ def _build_engines(precisions, out, stem, written, info, int8_calibration, calib
             source = Path(written.get("int8") or to_int8(fp32_onnx, out / f"{stem}.int8.onnx", info, calib))
             written["int8"] = str(source)
         engine = build_engine(source, out / f"{stem}.{precision}.engine", info, precision,
-                              timing_cache=out / "timing.cache", calibration=calib, **options)
-        runner = EngineRunner(engine, info)
-        reports.append(compare(engine.name, precision, model, lambda f, r=runner: r(feed(f)), frames, info.mean,
-                               info.std, labels, model.num_classes))
+                              timing_cache=out / "timing.cache",
+                              calibration=calib if precision == "int8" else None, **options)
+        check(engine.name, precision, EngineRunner(engine, info))
         written[f"trt_{precision}"] = str(engine)

@@ -95,9 +95,8 @@ SYNTHIA_TO_TRAINID_PAIRS: dict[int, int] = {
     19: 15, 20: 16, 12: 17, 11: 18,
 }
 SYNTHIA_TO_TRAINID: np.ndarray = _lut(SYNTHIA_TO_TRAINID_PAIRS, size=65536)
-TRAINID_TO_SYNTHIA: np.ndarray = np.array(
-    [{v: k for k, v in SYNTHIA_TO_TRAINID_PAIRS.items()}[t] for t in range(19)], dtype=np.uint16
-)
+_TRAINID_SYNTHIA = {v: k for k, v in SYNTHIA_TO_TRAINID_PAIRS.items()}
+TRAINID_TO_SYNTHIA: np.ndarray = np.array([_TRAINID_SYNTHIA[t] for t in range(19)], dtype=np.uint16)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,5 @@
 """jal-train: every Table-4 mode, exact resume, divergence guard, Ctrl-C, config errors."""
 import csv
-import os
 import signal
 import subprocess
 import sys

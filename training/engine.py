@@ -332,21 +332,25 @@ class Trainer:
         bar = tqdm(total=last, initial=self.iteration, desc=f"{cfg.method.name}", dynamic_ncols=True,
                    disable=not (self.progress and self.env.is_main))
         results, status = {}, "finished"
+
+        def due(every: int) -> bool:
+            return self.iteration % every == 0 or self.iteration == last
+
         try:
             while self.iteration < last:
                 t0 = time.perf_counter()
                 row = self.train_step()
                 row["sec_per_iter"] = time.perf_counter() - t0
                 bar.update(1)
-                if log and (self.iteration % cfg.run.log_every == 0 or self.iteration == last):
+                if log and due(cfg.run.log_every):
                     log.log_train(row)
                     bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "adv2", "jal", "adv_wtm2", "d2")
                                      if row.get(k) is not None})
-                if self.env.is_main and (self.iteration % cfg.run.eval_every == 0 or self.iteration == last):
+                if self.env.is_main and due(cfg.run.eval_every):
                     results = self._evaluate_and_select(log)
                     bar.write(f"iter {self.iteration}: " + ", ".join(
                         f"mIoU{p} {100 * r['miou']:.2f}" for p, r in results.items()))
-                if self.iteration % cfg.run.save_every == 0 or self.iteration == last:
+                if due(cfg.run.save_every):
                     self._snapshot()
                 barrier(self.env)
                 if broadcast_flag(stop["requested"], self.env, self.device) and self.iteration < last:
