@@ -129,7 +129,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
 def _build_engines(precisions, out, stem, written, info, calib, options, check) -> None:
     """TensorRT 11 takes precision from the graph (fp16 ONNX, Q/DQ ONNX); TensorRT 10 from builder flags."""
     from .precision import to_fp16, to_int8
-    from .tensorrt_engine import EngineRunner, build_engine, import_tensorrt, strongly_typed_only
+    from jal_deploy.backends.trt_backend import TensorRTBackend
+
+    from .tensorrt_engine import build_engine, import_tensorrt, strongly_typed_only
 
     trt = import_tensorrt()
     typed = strongly_typed_only(trt)
@@ -145,5 +147,5 @@ def _build_engines(precisions, out, stem, written, info, calib, options, check) 
         engine = build_engine(source, out / f"{stem}.{precision}.engine", info, precision,
                               timing_cache=out / "timing.cache",
                               calibration=calib if precision == "int8" else None, **options)
-        check(engine.name, precision, EngineRunner(engine, info))
+        check(engine.name, precision, TensorRTBackend(engine))
         written[f"trt_{precision}"] = str(engine)

@@ -6,7 +6,8 @@
   comes from the graph itself: fp16 from the fp16 ONNX, int8 from the Q/DQ ONNX.
 Both: a workspace limit, one optimisation profile from the requested shapes, a persistent timing cache,
 optional version-compatible / hardware-compatible builds, and a JSON sidecar (`<engine>.json`) holding
-`ModelInfo` plus the TensorRT version and GPU the engine was built on (engines are tied to both).
+`ModelInfo` plus the TensorRT version and GPU the engine was built on (engines are tied to both). The
+runtime's `TensorRTBackend` (jal_deploy.backends) runs the engines, for the parity check too.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jal_deploy.atomic import atomic_path, write_bytes, write_text
+from jal_deploy.backends.trt_backend import gpu_name
 from jal_deploy.modelinfo import ModelInfo
 
 INSTALL_HINT = ("TensorRT is not importable here: on a machine with an NVIDIA GPU, `pip install 'jal-deploy[trt]'` "
@@ -159,52 +161,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: ModelInfo
         write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     write_text(engine_path.with_suffix(engine_path.suffix + ".json"), json.dumps(
         {"model_info": json.loads(info.to_json()), "precision": precision, "tensorrt": trt.__version__,
-         "gpu": _gpu_name(), "strongly_typed": typed, "version_compatible": version_compatible,
+         "gpu": gpu_name(), "strongly_typed": typed, "version_compatible": version_compatible,
          "hardware_compatible": hardware_compatible,
          "profile": {"min": shapes.min, "opt": shapes.opt, "max": shapes.max}}, indent=2))
     return engine_path
-
-
-def _gpu_name() -> str:
-    try:
-        import torch
-        return torch.cuda.get_device_name() if torch.cuda.is_available() else "unknown"
-    except ImportError:
-        return "unknown"
-
-
-class EngineRunner:
-    """Runs a built engine with the TensorRT 10/11 tensor-name API (`set_tensor_address`,
-    `execute_async_v3`); buffers live in torch CUDA tensors. Used for the parity check."""
-
-    def __init__(self, engine_path: str | Path, info: ModelInfo):
-        import torch
-
-        trt = import_tensorrt()
-        self.torch, self.info = torch, info
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"{engine_path} does not deserialize: built for another TensorRT version or GPU?")
-        self.context = self.engine.create_execution_context()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.outputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-                       trt.DataType.UINT8: torch.uint8, trt.DataType.INT32: torch.int32,
-                       trt.DataType.INT64: torch.int64}
-        self.stream = torch.cuda.Stream()
-
-    def __call__(self, frame: np.ndarray) -> np.ndarray:
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(frame)).cuda()
-        self.context.set_input_shape(self.info.input_name, tuple(x.shape))
-        self.context.set_tensor_address(self.info.input_name, int(x.data_ptr()))
-        outs = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            outs[name] = torch.empty(shape, dtype=self.dtypes[self.engine.get_tensor_dtype(name)], device="cuda")
-            self.context.set_tensor_address(name, int(outs[name].data_ptr()))
-        if not self.context.execute_async_v3(self.stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        self.stream.synchronize()
-        return outs[self.info.output_names[0]].cpu().numpy()

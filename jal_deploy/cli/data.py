@@ -11,3 +11,4 @@ def main() -> None:
 # Subcommands register below, one line each.
 from jal_deploy.cli.data_check import check; main.add_command(check)  # noqa: E402
 from jal_deploy.cli.data_synth import synth; main.add_command(synth)  # noqa: E402
+from jal_deploy.cli.data_synth_video import synth_video; main.add_command(synth_video)  # noqa: E402

@@ -1,6 +1,8 @@
 """Pinhole camera over a flat ground plane, and a canvas that paints label, instance and material at once.
 
-World: X to the right, Y up (ground at Y = 0), Z forward; the camera sits at (0, height, 0) looking along Z.
+World: X to the right, Y up (ground at Y = 0), Z forward; the camera sits at (0, height, z) looking along Z
+(z = 0 for a still frame; a driving camera moves z forward through the same world, so everything that
+turns a world Z into a depth goes through the camera and clips at ZNEAR in front of it).
 Primitives are painted far to near (painter's algorithm) as ids into one buffer, from which label,
 instance, material and tint maps are expanded at the end, so they can never disagree.
 """
@@ -26,17 +28,19 @@ class Camera:
     cx: float         # column of the vanishing point
     horizon: float    # row of the horizon
     height: float     # camera height above the ground, metres
+    z: float = 0.0    # camera position along world Z, metres (how far it has driven)
 
     def project(self, X, Y, Z):
-        Z = np.maximum(np.asarray(Z, dtype=np.float64), ZNEAR)
+        """World points -> pixel (u, v); depths closer than ZNEAR are clamped to it."""
+        Z = np.maximum(np.asarray(Z, dtype=np.float64) - self.z, ZNEAR)
         return self.cx + self.f * np.asarray(X) / Z, self.horizon + self.f * (self.height - np.asarray(Y)) / Z
 
     def px(self, metres: float, z: float) -> float:
-        """Size in pixels of `metres` seen at depth z."""
-        return self.f * metres / max(z, ZNEAR)
+        """Size in pixels of `metres` seen at world Z = z."""
+        return self.f * metres / max(z - self.z, ZNEAR)
 
     def metres(self, pixels: float, z: float) -> float:
-        return pixels * max(z, ZNEAR) / self.f
+        return pixels * max(z - self.z, ZNEAR) / self.f
 
 
 def _tint(t) -> tuple[int, int, int]:
@@ -119,9 +123,9 @@ _BITS = np.array([[i & 1, (i >> 1) & 1, i >> 2] for i in range(8)])
 def box(cv: Canvas, cam: Camera, x0, x1, y0, y1, z0, z1, cls, mat, tint=(1, 1, 1), inst=0,
         near_mat=None, side_mat=None, top_mat=None, void=0):
     """Axis-aligned box: paints the faces the camera sees (the side facing it, the top, the near face)."""
-    if z1 <= ZNEAR:
+    if z1 - cam.z <= ZNEAR:
         return
-    z0 = max(z0, ZNEAR)
+    z0 = max(z0, cam.z + ZNEAR)
     c = np.where(_BITS, (x1, y1, z1), (x0, y0, z0))
     uv = np.stack(cam.project(c[:, 0], c[:, 1], c[:, 2]), 1)
     t = tuple(float(v) for v in tint)
@@ -136,8 +140,17 @@ def box(cv: Canvas, cam: Camera, x0, x1, y0, y1, z0, z1, cls, mat, tint=(1, 1, 1
 
 
 def quads_on_plane(cam: Camera, axis: str, const: float, a0, a1, b0, b1) -> list[np.ndarray]:
-    """Projected rectangles [a0,a1]x[b0,b1] on the plane X=const (a=Z, b=Y) or Z=const (a=X, b=Y)."""
+    """Projected rectangles [a0,a1]x[b0,b1] on the plane X=const (a=Z, b=Y) or Z=const (a=X, b=Y).
+
+    Rectangles wholly behind the near plane are dropped (a moving camera passes them); on X=const the
+    projection's depth clamp clips the rest exactly, as X and Y are fixed along each edge.
+    """
     a0, a1, b0, b1 = (np.asarray(v, dtype=np.float64) for v in (a0, a1, b0, b1))
+    if axis == "x":
+        ahead = a1 - cam.z > ZNEAR
+        a0, a1, b0, b1 = (v[ahead] for v in (a0, a1, b0, b1))
+    elif const - cam.z <= ZNEAR:
+        return []
     corners_a = np.stack([a0, a1, a1, a0], 1)
     corners_b = np.stack([b0, b0, b1, b1], 1)
     if axis == "x":

@@ -2,7 +2,8 @@
 
 Labels come from where the point lies (road, sidewalk, verge: terrain or paving, cross street); materials
 add lane markings, crosswalk stripes, kerbs, paving joints and tram rails, which stay labelled road or
-sidewalk.
+sidewalk. Where things lie is decided at world Z (depth + the camera's z), so markings and verges stay put
+under a driving camera; pixel-size decisions use the depth.
 """
 from __future__ import annotations
 
@@ -45,8 +46,9 @@ def paint_ground(cv: Canvas, cam: Camera, st: Street, terrain: bool) -> None:
     if not below.any():
         return
     r0 = int(np.argmax(below))
-    Z = np.minimum(cam.f * cam.height / (rows[r0:] - cam.horizon), 5000.0)[:, None]   # (h, 1)
+    Z = np.minimum(cam.f * cam.height / (rows[r0:] - cam.horizon), 5000.0)[:, None]   # (h, 1) depth
     X = (np.arange(W) + 0.5 - cam.cx)[None, :] * Z / cam.f                            # (h, W)
+    Zw = Z + cam.z                                                                     # world Z of each row
     half_px = 0.5 * Z / cam.f                                                          # half a pixel, metres
     ol, orr = st.outer
     label = np.full(X.shape, M.SIDEWALK, np.uint8)
@@ -55,19 +57,19 @@ def paint_ground(cv: Canvas, cam: Camera, st: Street, terrain: bool) -> None:
     for side, sel in ((-1, X < ol), (1, X > orr)):
         if side in st.verge:
             starts, kinds = st.verge[side]
-            k = kinds[np.clip(np.searchsorted(starts, Z[:, 0], side="right") - 1, 0, len(kinds) - 1)]
+            k = kinds[np.clip(np.searchsorted(starts, Zw[:, 0], side="right") - 1, 0, len(kinds) - 1)]
             if terrain:
                 label[sel & (k[:, None] == VERGE_TERRAIN)] = M.TERRAIN
     if st.crossing:
         z0, z1 = st.crossing
-        rowsel = (Z >= z0) & (Z <= z1)
+        rowsel = (Zw >= z0) & (Zw <= z1)
         zc = rowsel & ~road
-        label[zc & (Z > z0 + 3.0) & (Z < z1 - 3.0)] = M.ROAD
-        label[zc & ((Z <= z0 + 3.0) | (Z >= z1 - 3.0))] = M.SIDEWALK
+        label[zc & (Zw > z0 + 3.0) & (Zw < z1 - 3.0)] = M.ROAD
+        label[zc & ((Zw <= z0 + 3.0) | (Zw >= z1 - 3.0))] = M.SIDEWALK
     mat = label.copy()
     # Markings: dashed lane lines, a solid centre line, solid edge lines; none inside the crossing.
-    not_x = ~((Z >= st.crossing[0]) & (Z <= st.crossing[1])) if st.crossing else True
-    dashed = (np.mod(Z, 9.0) < 3.0)
+    not_x = ~((Zw >= st.crossing[0]) & (Zw <= st.crossing[1])) if st.crossing else True
+    dashed = (np.mod(Zw, 9.0) < 3.0)
     for x in st.lane_lines:
         mat[road & not_x & dashed & _thin(X, x, 0.07, half_px)] = M.LANE
     edges = [st.xl + 0.3, st.xr - 0.3] + ([st.centre_line] if st.centre_line is not None else [])
@@ -76,14 +78,14 @@ def paint_ground(cv: Canvas, cam: Camera, st: Street, terrain: bool) -> None:
     for x in st.rails:
         mat[road & _thin(X, x, 0.05, half_px * 0.8)] = M.RAIL
     if st.crossing:  # zebra crossing just before the cross street
-        zb = (Z >= st.crossing[0] - 4.0) & (Z <= st.crossing[0] - 0.8)
+        zb = (Zw >= st.crossing[0] - 4.0) & (Zw <= st.crossing[0] - 0.8)
         mat[road & zb & (np.mod(X - st.xl, 1.1) < 0.55)] = M.LANE
     # Kerb stones and paving joints (joints only where a tile spans several pixels).
     side_walk = (label == M.SIDEWALK)
     kerb = side_walk & (((X < st.xl) & (X > st.xl - 0.25)) | ((X > st.xr) & (X < st.xr + 0.25)))
     mat[kerb] = M.KERB
     near = Z < 0.1 * cam.f
-    joints = side_walk & ~kerb & near & ((np.mod(X, 0.9) < 0.06) | (np.mod(Z, 0.9) < 0.06))
+    joints = side_walk & ~kerb & near & ((np.mod(X, 0.9) < 0.06) | (np.mod(Zw, 0.9) < 0.06))
     # Ground pixels -> primitive ids: the material decides the label (markings are road, kerbs sidewalk).
     key = mat.astype(np.int32) + 64 * joints
     lut = np.zeros(128, np.int32)

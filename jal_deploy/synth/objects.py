@@ -2,7 +2,9 @@
 
 Each function paints one object at world position (x, z) (metres, see canvas.py). Thin classes get a
 minimum size in pixels (`minpx`, scaled with the frame width by the caller) so that poles, lights, signs
-and people stay learnable at stride 8; they are also only placed within ~60 m.
+and people stay learnable at stride 8; they are also only placed within ~60 m (of the start of a drive).
+Every random draw happens whether or not the object turns out visible, so a driving camera (canvas.py)
+sees the same objects in every frame.
 """
 from __future__ import annotations
 
@@ -215,7 +217,7 @@ def vehicle(cv, cam, rng, kind, xc, z0, facing, L, tint_jitter=0.1):
     box(cv, cam, x0, x1, 0.3, H, z0, z1, cls, base, paint, inst)
     n = max(1, int((L - 2.5) / 1.5))
     zs = z0 + 1.4 + np.arange(n) * 1.5
-    keep = zs > ZNEAR
+    keep = zs - cam.z > ZNEAR
     xs = x0 if x0 > 0 else x1 if x1 < 0 else None
     if xs is not None and keep.any():
         cv.polys(quads_on_plane(cam, "x", xs, zs[keep], zs[keep] + 1.25, np.full(keep.sum(), 1.35),
@@ -224,7 +226,7 @@ def vehicle(cv, cam, rng, kind, xc, z0, facing, L, tint_jitter=0.1):
              (1, 1, 1), inst)
     cv.polys(quads_on_plane(cam, "z", z0 - 0.01, [x0 + 0.1, x1 - 0.4], [x0 + 0.4, x1 - 0.1], [0.55] * 2,
                             [0.8] * 2), cls, lamp, (1, 1, 1), inst)
-    if kind == "tram":  # pantograph
+    if kind == "tram" and z0 + L / 2 - cam.z > ZNEAR + 0.3:  # pantograph (unless a driving camera passed it)
         fl = Flat(cam, xc, z0 + L / 2)
         for a, b in (((-0.5, H), (0.0, H + 0.9)), ((0.5, H), (0.0, H + 0.9)), ((-0.8, H + 0.9), (0.8, H + 0.9))):
             cv.line(fl.p(*a), fl.p(*b), max(1.5, 0.08 * fl.k), cls, M.HOUSING, (1, 1, 1), inst)

@@ -34,8 +34,13 @@ def _grid(H: int, W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return xx, yy, xx ** 2 + yy ** 2
 
 
-def render(scene: Scene, app: Appearance, rng: np.random.Generator) -> np.ndarray:
-    """-> RGB uint8 image (H, W, 3)."""
+def render(scene: Scene, app: Appearance, rng: np.random.Generator,
+           noise_rng: np.random.Generator | None = None) -> np.ndarray:
+    """-> RGB uint8 image (H, W, 3).
+
+    noise_rng: draws the sensor noise instead of `rng` (a video renders every frame from the same `rng`
+    state so colours and lighting hold still, and takes fresh sensor noise per frame from here).
+    """
     H, W = scene.label.shape
     s = W / 512.0
     mat = scene.material
@@ -58,7 +63,7 @@ def render(scene: Scene, app: Appearance, rng: np.random.Generator) -> np.ndarra
     if app.blur_sigma > 0:
         out = cv2.GaussianBlur(out, (0, 0), app.blur_sigma * s)
     if app.noise_sigma > 0:
-        noise = _noise(rng, out.shape) * np.float32(app.noise_sigma)
+        noise = _noise(rng if noise_rng is None else noise_rng, out.shape) * np.float32(app.noise_sigma)
         out = np.clip(out + noise, 0, 255).astype(np.uint8)
     if app.jpeg_quality:
         ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(app.jpeg_quality)])

@@ -1,0 +1,56 @@
+"""mIoU of a model on a labelled tree, with the protocol the benchmarks use for that dataset.
+
+The confusion matrix runs over the model's own classes; the scores reported follow the data: Cityscapes and
+GTA5 trees score the model's classes (19, or 16 for a SYNTHIA-trained model, with the 13-class mIoU* too),
+SYNTHIA trees score the 16 classes SYNTHIA has (and 13) whatever the model predicts.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jal_deploy.labels import get_protocol
+from jal_deploy.metrics import ConfusionMatrix, format_iou_table
+
+
+def eval_protocols(model_protocol: str, fmt: str | None) -> list[str]:
+    if model_protocol == "19":
+        return ["16", "13"] if fmt == "synthia" else ["19"]
+    return {"16": ["16", "13"], "13": ["13"]}.get(model_protocol, [model_protocol])
+
+
+class Evaluation:
+    def __init__(self, model_protocol: str, fmt: str | None):
+        self.base = get_protocol(model_protocol)
+        self.cm = ConfusionMatrix(self.base.num_classes)
+        self.to_model = self.base.from_trainid19  # 19-class train ids -> model class indices (else ignore)
+        self.protocols = eval_protocols(model_protocol, fmt)
+        self.images = 0
+
+    def update(self, labels: np.ndarray, label19: np.ndarray) -> None:
+        """labels: predicted model class indices; label19: ground truth 19-class train ids, same size."""
+        self.cm.update(labels, self.to_model[label19])
+        self.images += 1
+
+    def results(self) -> dict:
+        scores = {}
+        for name in self.protocols:
+            proto = get_protocol(name)
+            idx = proto.indices_within(self.base)
+            scores[name] = {"miou": _num(self.cm.miou(idx)),
+                            "per_class": {k: _num(v) for k, v in self.cm.per_class(proto.class_names, idx).items()}}
+        first = scores[self.protocols[0]]
+        return {"miou": first["miou"], "per_class": first["per_class"], "protocol": self.protocols[0],
+                "protocols": scores, "images": self.images, "pixel_accuracy": _num(self.cm.pixel_accuracy())}
+
+    def table(self) -> str:
+        res = self.results()
+        summary = {f"mIoU ({n} classes)" if n != "13" else "mIoU* (13 classes)": res["protocols"][n]["miou"]
+                   for n in self.protocols}
+        return format_iou_table({k: (np.nan if v is None else v) for k, v in res["per_class"].items()},
+                                summary={k: (np.nan if v is None else v) for k, v in summary.items()},
+                                title=f"{self.images} images, protocol {res['protocol']}")
+
+
+def _num(v: float) -> float | None:
+    """JSON has no NaN: a class absent from ground truth and predictions is null."""
+    return None if not np.isfinite(v) else float(v)

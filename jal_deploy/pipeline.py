@@ -1,0 +1,214 @@
+"""The threaded pipeline behind `Segmenter.stream` and `jal-segment`: decoding (+ resizing), inference and
+post-processing overlap, connected by bounded queues so memory stays flat however long the video is.
+
+    reader thread:  source -> decode -> pre-process   --q_in-->
+    infer thread:   batch frames of one size -> backend --q_out-->
+    caller:         upsample/argmax -> yield Prediction
+
+Live sources (cameras, streams) keep only the newest frame in `q_in` and count the frames they drop.
+A stop event (Ctrl-C in jal-segment) ends reading; frames already read still come out, so every file the
+caller writes is complete.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from jal_deploy.sources import Item, Source
+
+STAGES = ("decode", "pre", "infer", "post", "encode")
+_END = object()
+
+
+@dataclass
+class Stats:
+    """Seconds spent per stage (summed over threads) and counts; FPS is frames over wall time."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    frames: int = 0          # frames that came out (predicted or reused)
+    inferred: int = 0        # frames that went through the network
+    batches: int = 0
+    dropped: int = 0         # live frames dropped because inference was busy
+    wall: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.wall if self.wall > 0 else 0.0
+
+    @property
+    def inference_fps(self) -> float:
+        """Frames per second of the backend call alone (what `bench/runtime.py` calls raw)."""
+        return self.inferred / self.seconds["infer"] if self.seconds["infer"] > 0 else 0.0
+
+    def ms_per_frame(self) -> dict[str, float]:
+        """pre and infer per frame that went through the network; the other stages per output frame."""
+        per = {s: self.inferred if s in ("pre", "infer") else self.frames for s in STAGES}
+        return {s: 1000.0 * v / max(per[s], 1) for s, v in self.seconds.items()}
+
+    def to_dict(self) -> dict:
+        return {"frames": self.frames, "inferred": self.inferred, "batches": self.batches, "dropped": self.dropped,
+                "wall_s": round(self.wall, 3), "fps": round(self.fps, 2), "inference_fps": round(self.inference_fps, 2),
+                "ms_per_frame": {k: round(v, 2) for k, v in self.ms_per_frame().items()}}
+
+    def line(self) -> str:
+        ms = self.ms_per_frame()
+        stages = ", ".join(f"{s} {ms[s]:.1f}" for s in STAGES)
+        return (f"{self.frames} frames in {self.wall:.1f} s: {self.fps:.1f} FPS end to end, "
+                f"{self.inference_fps:.1f} FPS inference; ms/frame: {stages}")
+
+
+@dataclass
+class Prediction:
+    item: Item
+    labels: np.ndarray | None   # (H, W) uint8 at the frame's size; None for an item that failed to decode
+    reused: bool = False        # --vid-stride: the previous frame's prediction
+
+
+class _Worker(threading.Thread):
+    """A daemon thread whose exception is re-raised in the consumer."""
+
+    def __init__(self, target, name):
+        super().__init__(name=name, daemon=True)
+        self._target_fn, self.error = target, None
+
+    def run(self):
+        try:
+            self._target_fn()
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            self.error = e
+
+
+def _put(q: queue.Queue, value, stop: threading.Event) -> bool:
+    """Blocking put that gives up when the pipeline is stopped (so no thread hangs on a full queue)."""
+    while not stop.is_set():
+        try:
+            q.put(value, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, stats: Stats | None = None,
+                stop: threading.Event | None = None, queue_size: int | None = None) -> Iterator[Prediction]:
+    """Yield a `Prediction` per source item, in order. `stop` ends reading early (Ctrl-C)."""
+    if batch < 1 or vid_stride < 1:
+        raise ValueError("batch and vid_stride must be >= 1")
+    stats = stats if stats is not None else Stats()
+    stats.started = time.perf_counter()
+    stop = stop if stop is not None else threading.Event()
+    halt = threading.Event()  # internal: the consumer went away or a thread failed
+    depth = queue_size or 2 * batch + 2
+    q_in: queue.Queue = queue.Queue(maxsize=1 if source.live else depth)
+    q_out: queue.Queue = queue.Queue(maxsize=depth)
+
+    def read():
+        t = time.perf_counter()
+        for item in source:
+            stats.add("decode", time.perf_counter() - t)
+            if stop.is_set() or halt.is_set():
+                break
+            item.infer = item.index % vid_stride == 0
+            pre = None
+            if item.frame is not None and item.infer:
+                t = time.perf_counter()
+                pre = segmenter.preprocess(item.frame)
+                stats.add("pre", time.perf_counter() - t)
+            if source.live:  # newest frame wins: drop what inference has not picked up yet
+                try:
+                    q_in.get_nowait()
+                    stats.dropped += 1
+                except queue.Empty:
+                    pass
+                q_in.put((item, pre))
+            elif not _put(q_in, (item, pre), halt):
+                break
+            t = time.perf_counter()
+        _put(q_in, _END, halt)
+
+    def infer():
+        pending: list[tuple[Item, np.ndarray | None]] = []
+
+        def flush():
+            batch_in = [p for it, p in pending if p is not None]
+            outputs = iter(())
+            if batch_in:
+                t = time.perf_counter()
+                out = segmenter.infer(np.stack(batch_in))
+                stats.add("infer", time.perf_counter() - t)
+                stats.inferred += len(batch_in)
+                stats.batches += 1
+                outputs = iter(out)
+            for it, p in pending:
+                if not _put(q_out, (it, next(outputs) if p is not None else None), halt):
+                    return
+            pending.clear()
+
+        while True:
+            try:
+                got = q_in.get(timeout=0.1)
+            except queue.Empty:
+                if halt.is_set():
+                    return
+                continue
+            if got is _END:
+                break
+            item, pre = got
+            if pre is not None and pending:
+                ready = [p for _, p in pending if p is not None]
+                if ready and ready[0].shape != pre.shape:
+                    flush()  # one batch holds one size
+            pending.append((item, pre))
+            if sum(p is not None for _, p in pending) >= batch or source.live:
+                flush()
+        flush()
+        _put(q_out, _END, halt)
+
+    workers = [_Worker(read, "jal-read"), _Worker(infer, "jal-infer")]
+    for w in workers:
+        w.start()
+    previous = None
+    try:
+        while True:
+            try:
+                got = q_out.get(timeout=0.5)
+            except queue.Empty:
+                failed = [w for w in workers if w.error is not None]
+                if failed:
+                    raise failed[0].error
+                continue
+            if got is _END:
+                break
+            item, output = got
+            t = time.perf_counter()
+            if item.frame is None:
+                labels, reused = None, False
+            elif output is not None:
+                labels, reused = segmenter.postprocess(output, item.frame.shape[1], item.frame.shape[0]), False
+                previous = labels
+            else:  # --vid-stride: reuse the last prediction (resized if the frame size changed)
+                labels, reused = previous, True
+                if labels is not None and labels.shape != item.frame.shape[:2]:
+                    import cv2
+                    labels = cv2.resize(labels, item.frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+            stats.add("post", time.perf_counter() - t)
+            stats.frames += 1
+            yield Prediction(item, labels, reused)
+        for w in workers:
+            w.join()
+            if w.error is not None:
+                raise w.error
+    finally:
+        halt.set()
+        for w in workers:
+            w.join(timeout=5)
+        stats.wall = time.perf_counter() - stats.started
