@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import glob as globlib
 import os
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -20,6 +22,7 @@ from jal_deploy.datasets import FORMATS, DatasetError, find_samples, read_label
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts"}
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+DECODE_THREADS = 2   # PNG/JPEG decoding releases the GIL: two files in flight keep up with small models
 MAX_BAD_FRAMES = 10  # consecutive undecodable frames after which a video counts as truncated
 
 
@@ -57,6 +60,18 @@ class Source:
         pass
 
 
+def _in_order(fn, items, workers: int = DECODE_THREADS):
+    """map(fn, items) on a few threads with a bounded window, yielding results in order."""
+    with ThreadPoolExecutor(workers, thread_name_prefix="jal-decode") as pool:
+        window: deque = deque()
+        for x in items:
+            window.append(pool.submit(fn, x))
+            if len(window) > 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
 def _decode(path: Path) -> tuple[np.ndarray | None, str | None]:
     if not path.is_file():
         return None, f"{path} disappeared"
@@ -71,11 +86,14 @@ class ImageFiles(Source):
         super().__init__(description)
         self.paths, self.root, self.kind, self.length = paths, root, kind, len(paths)
 
+    def _load(self, job: tuple[int, Path]) -> Item:
+        i, path = job
+        name = path.relative_to(self.root).with_suffix("").as_posix() if self.root else path.stem
+        frame, error = _decode(path)
+        return Item(i, name, frame, error=error)
+
     def __iter__(self) -> Iterator[Item]:
-        for i, path in enumerate(self.paths):
-            name = path.relative_to(self.root).with_suffix("").as_posix() if self.root else path.stem
-            frame, error = _decode(path)
-            yield Item(i, name, frame, error=error)
+        return _in_order(self._load, enumerate(self.paths))
 
 
 class DatasetTree(Source):
@@ -96,18 +114,21 @@ class DatasetTree(Source):
         self.samples = self.samples[:limit] if limit else self.samples
         self.length = len(self.samples)
 
+    def _load(self, job) -> Item:
+        i, s = job
+        frame, error = _decode(s.image)
+        label = None
+        if frame is not None:
+            try:
+                label = read_label(s, self.fmt)
+                if label.shape != frame.shape[:2]:
+                    error = f"label {s.label} is {label.shape[1]}x{label.shape[0]}, image {frame.shape[1]}x{frame.shape[0]}"
+            except DatasetError as e:
+                error = str(e)
+        return Item(i, s.name, frame if error is None else None, label if error is None else None, error=error)
+
     def __iter__(self) -> Iterator[Item]:
-        for i, s in enumerate(self.samples):
-            frame, error = _decode(s.image)
-            label = None
-            if frame is not None:
-                try:
-                    label = read_label(s, self.fmt)
-                    if label.shape != frame.shape[:2]:
-                        error = f"label {s.label} is {label.shape[1]}x{label.shape[0]}, image {frame.shape[1]}x{frame.shape[0]}"
-                except DatasetError as e:
-                    error = str(e)
-            yield Item(i, s.name, frame if error is None else None, label if error is None else None, error=error)
+        return _in_order(self._load, enumerate(self.samples))
 
 
 class Video(Source):

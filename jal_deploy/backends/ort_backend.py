@@ -89,7 +89,8 @@ class OnnxRuntimeBackend(Backend):
             raise
 
     def describe(self) -> str:
-        return f"onnxruntime on {self.device} ({', '.join(self.session.get_providers())}; {self.info.precision})"
+        providers = ", ".join(self.session.get_providers()) if self.session is not None else "closed"
+        return f"onnxruntime on {self.device} ({providers}; {self.info.precision})"
 
     def close(self) -> None:
         self.session = None

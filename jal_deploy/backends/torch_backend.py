@@ -42,6 +42,11 @@ class TorchBackend(Backend):
         except (ModelInfoError, TypeError) as e:
             raise BackendError(f"{self.path} carries no jal-deploy model metadata ({e}): export it with jal-export")
         self.module = program.module().to(self.device)
+        if self.device == "cuda":
+            # NHWC frames permuted to NCHW are channels-last in memory already; channels-last weights keep
+            # cuDNN on its tensor-core NHWC kernels, and benchmark mode picks them once per input size.
+            self.module = self.module.to(memory_format=torch.channels_last)
+            torch.backends.cudnn.benchmark = True
         self.precision = precision
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
 

@@ -1,0 +1,42 @@
+"""`jal-demo`: the README's main job in one command (thin shell over `jal_deploy.demo.run_demo`)."""
+from __future__ import annotations
+
+import click
+
+from jal_deploy.backends import DEVICES
+
+
+def _size(ctx, param, value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 512x256, got {value!r}") from None
+    return w, h
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-o", "--out", default="runs/demo-segment", show_default=True, type=click.Path(file_okay=False))
+@click.option("-m", "--model", type=click.Path(dir_okay=False), help="[default: models/jal-wtm-synthetic-r18.onnx]")
+@click.option("--val-frames", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--video-frames", default=75, show_default=True, type=click.IntRange(min=1))
+@click.option("--size", default="512x256", show_default=True, callback=_size, help="Frame size WIDTHxHEIGHT.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def main(out, model, val_frames, video_frames, size, device, progress) -> None:
+    """Generate the synthetic target val and a street video, segment both with the shipped model, and print
+    the mIoU table and FPS; writes overlays and an annotated video under --out.
+
+    \b
+    Then try your own data:
+      jal-segment my_video.mp4 -m models/jal-wtm-synthetic-r18.onnx
+      jal-segment cityscapes:/data/cityscapes -m my_model.onnx --save labelid
+    """
+    from jal_deploy.backends import BackendError
+    from jal_deploy.outputs import OutputError
+
+    try:
+        from jal_deploy.demo import run_demo
+        run_demo(out, model, val_frames, video_frames, size, device=device, progress=progress,
+                 log=lambda m: click.echo(m))
+    except (FileNotFoundError, BackendError, OutputError) as e:
+        raise click.ClickException(str(e)) from None

@@ -1,0 +1,70 @@
+"""The README's main job: generate the synthetic Cityscapes-format target val and a street video, then segment
+both with the shipped demo model (mIoU table + FPS, overlays, annotated video). CPU only, no download.
+
+The val frames are the ones the model card scores (same seed and subset: frames depend only on the seed and
+their index), so the mIoU printed here is the card's number, measured again on this machine.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jal_deploy.job import run_job
+from jal_deploy.segmenter import Segmenter
+from jal_deploy.sources import open_source
+from jal_deploy.synth import generate, generate_video
+
+REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
+DEMO_MODEL = REPO_MODELS / "jal-wtm-synthetic-r18.onnx"
+
+
+def _ensure_val(root: Path, frames: int, size: tuple[int, int], seed: int, progress: bool) -> Path:
+    manifest = root / "synth.json"
+    if manifest.is_file():
+        doc = json.loads(manifest.read_text())
+        if doc.get("seed") == seed and doc.get("size") == list(size) and doc.get("counts", {}).get("cs_val") == frames:
+            return root / "cityscapes"  # already generated with these settings: reuse
+    generate(root, seed=seed, counts={"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": frames}, size=size,
+             force=root.exists(), progress=progress)
+    return root / "cityscapes"
+
+
+def run_demo(out: str | Path = "runs/demo-segment", model: str | Path | None = None, val_frames: int = 100,
+             video_frames: int = 75, size: tuple[int, int] = (512, 256), seed: int = 0, device: str = "auto",
+             progress: bool = True, log=print) -> dict:
+    out = Path(out)
+    model = Path(model) if model else DEMO_MODEL
+    if not model.is_file():
+        raise FileNotFoundError(f"demo model {model} not found: run from a clone of the repository (models/ holds "
+                                f"it) or pass --model")
+    log(f"1/4 synthetic Cityscapes-format val: {val_frames} frames at {size[0]}x{size[1]} (seed {seed})")
+    val_root = _ensure_val(out / "data", val_frames, size, seed, progress)
+    video = out / "street.mp4"
+    log(f"2/4 synthetic street video: {video_frames} frames")
+    if not video.is_file() or _frames(video) != video_frames:
+        generate_video(video, seed=seed, frames=video_frames, size=size, force=True, progress=progress)
+    seg = Segmenter.from_path(model, device=device)
+    log(f"3/4 jal-segment cityscapes:{val_root} -m {model} ({seg.describe()})")
+    val = run_job(seg, open_source(f"cityscapes:{val_root}"), out / "val", save=("overlay",), progress=progress,
+                  log=log)
+    log(val.table)
+    log(val.stats.line())
+    log(f"4/4 jal-segment {video} -m {model}")
+    drive = run_job(seg, open_source(str(video)), out / "street", save=("video",), progress=progress, log=log)
+    log(drive.stats.line())
+    summary = {"model": str(model), "backend": seg.describe(), "val": {"miou": val.metrics["miou"],
+               "per_class": val.metrics["per_class"], "timing": val.stats.to_dict(), "overlays": str(out / "val" / "overlay"),
+               "report": str(val.report)},
+               "video": {**drive.outputs["video"], "timing": drive.stats.to_dict(), "report": str(drive.report)}}
+    log(f"Target val mIoU {100 * val.metrics['miou']:.2f} % (model card: models/README.md); overlays in "
+        f"{out / 'val' / 'overlay'}; annotated video {drive.outputs['video']['path']}")
+    seg.close()
+    return summary
+
+
+def _frames(video: Path) -> int:
+    import cv2
+    cap = cv2.VideoCapture(str(video))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    return n
