@@ -1,0 +1,38 @@
+"""The README's main command (`./demo.sh` -> `jal-demo`) on a reduced size: data, video, mIoU table, FPS,
+overlays and the annotated video, with the shipped model."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_demo_script_runs_the_main_job_end_to_end(tmp_path):
+    env = {**os.environ, "VIRTUAL_ENV": sys.prefix,  # already installed: demo.sh skips venv creation and pip
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = tmp_path / "demo"
+    proc = subprocess.run([str(REPO / "demo.sh"), "-o", str(out), "--val-frames", "4", "--video-frames", "6",
+                           "--size", "256x128", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mIoU (19 classes)" in proc.stdout and "FPS end to end" in proc.stdout and "Target val mIoU" in proc.stdout
+    report = json.loads((out / "val" / "report.json").read_text())
+    assert report["timing"]["frames"] == 4 and 0.0 <= report["miou"] <= 1.0 and len(report["per_class"]) == 19
+    assert len(list((out / "val" / "overlay").rglob("*.jpg"))) == 4
+    video = cv2.VideoCapture(str(out / "street" / "street.mp4"))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 256
+    # a second run reuses the generated data and video
+    again = subprocess.run([str(REPO / "demo.sh"), "-o", str(out), "--val-frames", "4", "--video-frames", "6",
+                            "--size", "256x128", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0 and json.loads((out / "val" / "report.json").read_text())["miou"] == report["miou"]
+
+
+def test_demo_without_the_model_says_what_to_do(tmp_path):
+    from click.testing import CliRunner
+
+    from jal_deploy.cli.demo import main
+    res = CliRunner().invoke(main, ["-o", str(tmp_path), "-m", str(tmp_path / "none.onnx"), "--no-progress"])
+    assert res.exit_code == 1 and "pass --model" in res.output
