@@ -86,7 +86,7 @@ def main() -> None:
                 continue
             print(f"{precision:9s} {b:5d} {b * args.iters / seconds:12.1f} {b * args.iters / graph:10.1f} "
                   f"{1000 * seconds / args.iters:9.2f}")
-        del backend
+        backend = None  # free the GPU memory before the next precision
         if dev == "cuda":
             torch.cuda.empty_cache()
     video = generate_video(tmp / "street.mp4", seed=0, frames=args.video_frames, size=(w, h), progress=False)["path"]

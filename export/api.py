@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from jal_deploy.atomic import write_text
+from jal_deploy.atomic import unwritable_reason, write_text
 from jal_deploy.datasets import find_samples, read_image, read_label
 
 from .deploy import DeployNet, load_trained, model_info
@@ -57,13 +57,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
     if not onnx and (fp16 or int8_calibration or trt_precisions):
         raise ExportError("--fp16, --int8 and --trt are derived from the fp32 ONNX: drop --no-onnx")
     model, meta = load_trained(checkpoint, arch, num_classes, aspp_branches)  # fail before touching `out`
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".jal-export-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ExportError(f"cannot write to {out}: {e.strerror or e}") from None
+    reason = unwritable_reason(out)
+    if reason:
+        raise ExportError(reason)
     info = model_info(model, meta, input_format, output, dynamic)
     net = DeployNet(model, info.mean, info.std, input_format, output)
     frames, labels = parity_frames(info, val_root, val_limit)

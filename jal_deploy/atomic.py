@@ -44,3 +44,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def unwritable_reason(folder: str | os.PathLike) -> str | None:
+    """Why `folder` cannot take new files (created if missing), or None: checked before long jobs start."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        return f"cannot write to {folder}: {e.strerror or e}"
+    return None

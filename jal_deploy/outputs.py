@@ -13,13 +13,14 @@ Every file is written to a temporary name and renamed when complete; a video is 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from jal_deploy.atomic import atomic_path, write_bytes
+from jal_deploy.atomic import atomic_path, unwritable_reason, write_bytes
 
 FRAME_KINDS = ("overlay", "color", "side", "trainid", "labelid")
 KINDS = FRAME_KINDS + ("video",)
@@ -34,13 +35,9 @@ class OutputError(RuntimeError):
 
 
 def check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".jal-segment-write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"cannot write to {out}: {e.strerror or e}") from None
+    reason = unwritable_reason(out)
+    if reason:
+        raise OutputError(reason)
 
 
 class FrameFiles:
@@ -92,12 +89,9 @@ class VideoFile:
         self.frames = 0
         self._writer = self._av = None
         self._stack = contextlib.ExitStack()
-        if codec == "h264":
-            try:
-                import av  # noqa: F401
-            except ImportError:
-                raise OutputError("H.264 needs PyAV: pip install 'jal-deploy[video]' (or use --codec mp4v, which "
-                                  "pip OpenCV writes)") from None
+        if codec == "h264" and importlib.util.find_spec("av") is None:
+            raise OutputError("H.264 needs PyAV: pip install 'jal-deploy[video]' (or use --codec mp4v, which "
+                              "pip OpenCV writes)")
 
     def _open(self, frame: np.ndarray) -> None:
         h, w = frame.shape[:2]

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
+import cv2
 import numpy as np
 
 from jal_deploy.sources import Item, Source
@@ -198,7 +199,6 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             else:  # --vid-stride: reuse the last prediction (resized if the frame size changed)
                 labels, reused = previous, True
                 if labels is not None and labels.shape != item.frame.shape[:2]:
-                    import cv2
                     labels = cv2.resize(labels, item.frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
             stats.add("post", time.perf_counter() - t)
             stats.frames += 1

@@ -12,7 +12,7 @@ align_corners=True before the argmax (the reference evaluation); label outputs a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np

@@ -3,7 +3,6 @@ every bad input the runtime issue lists."""
 import copy
 import json
 import math
-import os
 import signal
 import subprocess
 import sys

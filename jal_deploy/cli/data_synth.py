@@ -3,15 +3,8 @@ from __future__ import annotations
 
 import click
 
+from jal_deploy.cli import options
 from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SynthError, generate
-
-
-def _size(ctx, param, value: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 512x256, got {value!r}") from None
-    return w, h
 
 
 @click.command("synth", context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,7 +18,7 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
               help="Cityscapes-layout target train frames (labelled, as Cityscapes; adaptation ignores labels).")
 @click.option("--cs-val", default=DEFAULT_COUNTS["cs_val"], show_default=True, type=click.IntRange(min=0),
               help="Cityscapes-layout target val frames.")
-@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True, callback=_size,
+@click.option("--size", default=f"{DEFAULT_SIZE[0]}x{DEFAULT_SIZE[1]}", show_default=True, callback=options.size,
               help="Frame size WIDTHxHEIGHT for every domain.")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: CPU count, max 8).")
 @click.option("--force", is_flag=True, help="Regenerate into a non-empty folder (replaces a previous synth).")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from jal_deploy.cli.data_synth import _size
+from jal_deploy.cli import options
 from jal_deploy.synth import DOMAINS, SynthError, generate_video
 
 
@@ -12,7 +12,7 @@ from jal_deploy.synth import DOMAINS, SynthError, generate_video
 @click.option("--frames", default=75, show_default=True, type=click.IntRange(min=1), help="Number of frames.")
 @click.option("--fps", default=15.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="Frames per second.")
-@click.option("--size", default="512x256", show_default=True, callback=_size,
+@click.option("--size", default="512x256", show_default=True, callback=options.size,
               help="Frame size WIDTHxHEIGHT (even sides; the benchmark's size by default).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Same seed, same frames.")
 @click.option("--speed", default=13.9, show_default=True, type=click.FloatRange(min=0),

@@ -3,15 +3,8 @@ from __future__ import annotations
 
 import click
 
+from jal_deploy.cli import options
 from jal_deploy.backends import DEVICES
-
-
-def _size(ctx, param, value: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 512x256, got {value!r}") from None
-    return w, h
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -19,7 +12,7 @@ def _size(ctx, param, value: str) -> tuple[int, int]:
 @click.option("-m", "--model", type=click.Path(dir_okay=False), help="[default: models/jal-wtm-synthetic-r18.onnx]")
 @click.option("--val-frames", default=100, show_default=True, type=click.IntRange(min=1))
 @click.option("--video-frames", default=75, show_default=True, type=click.IntRange(min=1))
-@click.option("--size", default="512x256", show_default=True, callback=_size, help="Frame size WIDTHxHEIGHT.")
+@click.option("--size", default="512x256", show_default=True, callback=options.size, help="Frame size WIDTHxHEIGHT.")
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def main(out, model, val_frames, video_frames, size, device, progress) -> None:

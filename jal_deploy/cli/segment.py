@@ -9,20 +9,9 @@ from pathlib import Path
 
 import click
 
+from jal_deploy.cli import options
 from jal_deploy.backends import BACKENDS, DEVICES, PRECISIONS
 from jal_deploy.outputs import CODECS, KINDS, VIDEO_STYLES
-
-
-def _size(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        w, h = (int(v) for v in value.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected WIDTHxHEIGHT such as 1024x512, got {value!r}") from None
-    if min(w, h) < 32:
-        raise click.BadParameter("sides must be at least 32 pixels")
-    return w, h
 
 
 def _kinds(ctx, param, values):
@@ -62,7 +51,7 @@ Exit status: 0 done, 1 done with skipped items (listed) or an error, 130 interru
 @click.option("--backend", type=click.Choice(BACKENDS), help="Override the backend chosen from the file suffix.")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
               help="torch backend only: autocast dtype (ONNX/TensorRT artefacts carry their precision).")
-@click.option("--size", callback=_size, metavar="WxH",
+@click.option("--size", callback=options.size, metavar="WxH",
               help="Inference size [default: the model's training width, the frame's aspect ratio].")
 @click.option("--save", "save", multiple=True, callback=_kinds, metavar="KINDS",
               help=f"Comma-separated outputs: {', '.join(KINDS)}, none "
