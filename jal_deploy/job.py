@@ -115,7 +115,7 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
                 evaluation.update(pred.labels, item.label)
                 stats.add("post", time.perf_counter() - t)
             if writer_error:
-                raise writer_error[0]
+                break  # reported below, after the video is finalised
             q.put((item, pred.labels))
             if show and pred.labels is not None:
                 import cv2
@@ -143,7 +143,8 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
                     result.outputs["video"] = {"path": str(path), "frames": video.frames, "fps": video.fps,
                                                "codec": codec}
     if writer_error:
-        raise writer_error[0] if isinstance(writer_error[0], OutputError) else OutputError(str(writer_error[0]))
+        error = writer_error[0]
+        raise error if isinstance(error, OutputError) else OutputError(f"writing the outputs failed: {error}")
     result.status = "interrupted" if stop.is_set() else source.status
     result.notes = list(source.notes) + list(segmenter.backend.notes)
     for kind, n in files.counts.items():
