@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from jal_deploy.job import run_job
@@ -58,13 +57,7 @@ def main() -> None:
     if video is None:
         w, h = (int(v) for v in args.size.split("x"))
         video = generate_video(tmp / "street.mp4", seed=0, frames=150, size=(w, h), progress=False)["path"]
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f)
+    frames = [item.frame for item in open_source(str(video))]
     seg = Segmenter.from_path(args.model, device=args.device, threads=args.threads)
     print(f"model {args.model.name} ({seg.describe()}), video {Path(video).name}: {len(frames)} frames "
           f"{frames[0].shape[1]}x{frames[0].shape[0]}, inference at {seg.inference_size(frames[0].shape[1], frames[0].shape[0])}; "

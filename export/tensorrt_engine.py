@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from jal_deploy.atomic import atomic_path, write_bytes, write_text
-from jal_deploy.backends.trt_backend import gpu_name
+from jal_deploy.backends.trt_backend import gpu_name, sidecar_path
 from jal_deploy.modelinfo import ModelInfo
 
 INSTALL_HINT = ("TensorRT is not importable here: on a machine with an NVIDIA GPU, `pip install 'jal-deploy[trt]'` "
@@ -159,7 +159,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, info: ModelInfo
         tmp.write_bytes(bytes(serialized))
     if cache_path:
         write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-    write_text(engine_path.with_suffix(engine_path.suffix + ".json"), json.dumps(
+    write_text(sidecar_path(engine_path), json.dumps(
         {"model_info": json.loads(info.to_json()), "precision": precision, "tensorrt": trt.__version__,
          "gpu": gpu_name(), "strongly_typed": typed, "version_compatible": version_compatible,
          "hardware_compatible": hardware_compatible,

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 
 from jal_deploy.atomic import atomic_path
+from jal_deploy.backends.torch_backend import EXTRA_FILE
 from jal_deploy.modelinfo import ModelInfo
 
 from .deploy import DeployNet
 from .onnx_export import trace_inputs
 
-EXTRA_FILE = "model_info.json"
 
 
 def export_program(net: DeployNet, info: ModelInfo, path: str | Path) -> Path:

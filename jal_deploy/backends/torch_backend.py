@@ -11,7 +11,7 @@ from jal_deploy.modelinfo import ModelInfo, ModelInfoError
 
 from .base import Backend, BackendError
 
-EXTRA_FILE = "model_info.json"  # the name export/torch_program.py writes ModelInfo under
+EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.py writes it under this name)
 
 
 class TorchBackend(Backend):

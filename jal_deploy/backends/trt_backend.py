@@ -50,8 +50,14 @@ def gpu_name() -> str:
         return "unknown"
 
 
+def sidecar_path(engine: str | Path) -> Path:
+    """`model.fp16.engine` -> `model.fp16.engine.json` (written by jal-export, read here)."""
+    engine = Path(engine)
+    return engine.with_suffix(engine.suffix + ".json")
+
+
 def read_sidecar(engine: Path) -> dict:
-    sidecar = engine.with_suffix(engine.suffix + ".json")
+    sidecar = sidecar_path(engine)
     if not sidecar.is_file():
         raise BackendError(f"{engine} has no sidecar {sidecar.name}: jal-export writes it next to the engine "
                            f"(it holds the classes, palette and normalisation the engine itself lacks)")
