@@ -22,6 +22,7 @@ from export.onnx_export import export_onnx
 from export.precision import to_int8
 from jal_deploy.datasets import find_samples, read_image
 from jal_deploy.labels import get_protocol
+from jal_deploy.machine import cpu_summary
 from jal_deploy.modelinfo import ModelInfo
 from jal_deploy.synth import generate
 from training.models import build_model
@@ -71,7 +72,7 @@ def main() -> None:
         ms8 = median_ms(lambda f: s8.run(None, {"image": f}), frame, args.repeats)
         agree = float((s8.run(None, {"image": frame})[0] == s32.run(None, {"image": frame})[0]).mean())
         rows.append((arch, f"{w}x{h}", eager, ms32, ms8, agree))
-    print(f"\nCPU: {torch.get_num_threads()} torch threads; ONNX Runtime {ort.__version__}, CPU provider; batch 1; "
+    print(f"\nCPU: {cpu_summary()}; {torch.get_num_threads()} torch threads; ONNX Runtime {ort.__version__}, CPU provider; batch 1; "
           f"median of {args.repeats}; random weights")
     print(f"{'arch':15s} {'size':9s} {'eager ms':>9s} {'ort fp32':>9s} {'ort int8':>9s} {'fp32/int8':>9s} "
           f"{'eager/fp32':>10s} {'int8 agree':>10s}")

@@ -12,7 +12,6 @@ Each is measured --repeats times, alternating, and the median is printed with th
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from jal_deploy.job import run_job
+from jal_deploy.machine import cpu_summary
 from jal_deploy.segmenter import Segmenter
 from jal_deploy.sources import open_source
 from jal_deploy.synth import generate_video
@@ -61,7 +61,7 @@ def main() -> None:
     seg = Segmenter.from_path(args.model, device=args.device, threads=args.threads)
     print(f"model {args.model.name} ({seg.describe()}), video {Path(video).name}: {len(frames)} frames "
           f"{frames[0].shape[1]}x{frames[0].shape[0]}, inference at {seg.inference_size(frames[0].shape[1], frames[0].shape[0])}; "
-          f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} CPUs, threads {args.threads or 'default'}")
+          f"threads {args.threads or 'default'}\nCPU: {cpu_summary()}")
     raw, e2e_video, e2e_none, detail = [], [], [], {}
     for _ in range(args.repeats):
         raw.append(raw_fps(seg, frames))

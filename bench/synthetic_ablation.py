@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
 from training.config import resolve
 from training.data import Augment, SegmentationDataset
@@ -110,10 +111,12 @@ def main() -> None:
                 print(f"seed {seed} source-only source-val mIoU {source_val[-1]:.2f}")
 
     print(f"\nSynthetic benchmark, target val mIoU (%) over seeds {args.seeds}; "
-          f"{args.pretrain_iters} source-only + {args.adapt_iters} adaptation iterations; {seconds / 60:.1f} min")
+          f"{args.pretrain_iters} source-only + {args.adapt_iters} adaptation iterations; {seconds / 60:.1f} min "
+          f"on {cpu_summary()}")
     print(f"{'method':14s} {'mean':>6s} {'std':>5s}  per seed")
     summary = {"seeds": args.seeds, "pretrain_iters": args.pretrain_iters, "adapt_iters": args.adapt_iters,
-               "rows": {}, "source_val_source_only": source_val, "minutes": seconds / 60}
+               "rows": {}, "source_val_source_only": source_val, "minutes": seconds / 60,
+               "cpu": cpu_summary()}
     for method, values in table.items():
         mean = statistics.mean(values)
         std = statistics.stdev(values) if len(values) > 1 else 0.0

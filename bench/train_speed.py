@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
 from training.config import parse_set, resolve
 from training.engine import Trainer
@@ -65,7 +66,7 @@ def main() -> None:
         del trainer
         if args.device == "cuda":
             torch.cuda.empty_cache()
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({cpu_summary()})"
     print(f"\n{args.preset} / {args.method} on {device}: source {cfg.data.source_size} crop {cfg.data.crop}, "
           f"target {cfg.data.target_size}, batch {cfg.data.batch_size}")
     print(f"{'amp':6s} {'it/s':>7s} {'s/it':>7s} {'peak GiB':>9s}")

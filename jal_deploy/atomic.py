@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -29,6 +30,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+# `atomic_path`'s temporary names: "." + final name + "." + mkstemp's 8 random characters + final suffix.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}(?P<suffix>\.[^.]+)?$")
+
+
+def _is_temp_name(name: str) -> bool:
+    m = _TEMP_NAME.match(name)
+    return bool(m) and (m["suffix"] is None or m["name"].endswith(m["suffix"]))
+
+
+def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files `atomic_path` left in `folder` when its process was killed (kill -9 mid-write): only
+    names of exactly its pattern, so a user's own dotfiles are never matched."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and _is_temp_name(p.name))
 
 
 def _umask() -> int:

@@ -4,6 +4,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from jal_deploy.backends import open_backend
@@ -24,7 +25,7 @@ def test_card_lists_every_shipped_model_with_size_and_checksum():
         data = (MODELS / name).read_bytes()
         assert len(data) == int(size.replace(",", "")) and hashlib.sha256(data).hexdigest() == sha, name
         total += len(data)
-    assert total < 25e6  # the issue's budget for the shipped models
+    assert total < 25e6  # the budget for the shipped models (models/ stays small enough to clone)
 
 
 def test_card_and_embedded_metadata_agree():
@@ -54,12 +55,32 @@ def card_val(tmp_path_factory):
     return root / "cityscapes"
 
 
-@pytest.mark.parametrize("name,column", [("jal-wtm-synthetic-r18.onnx", 1), ("jal-wtm-synthetic-r18.int8.onnx", 2)])
-def test_shipped_model_reproduces_the_card_miou(card_val, tmp_path, name, column):
-    stated = float(re.search(r"^\| \*\*mIoU\*\* \| (.*) \|$", CARD, re.M).group(1).split("|")[column].strip(" *"))
-    seg = Segmenter.from_path(MODELS / name, device="cpu")
+def _card_table_value(column: int) -> float:
+    return float(re.search(r"^\| \*\*mIoU\*\* \| (.*) \|$", CARD, re.M).group(1).split("|")[column].strip(" *"))
+
+
+def test_shipped_fp32_model_reproduces_the_card_miou_per_class(card_val, tmp_path):
+    """fp32 kernels round alike on every x86-64 CPU, so the card's per-class numbers are checked tightly."""
+    seg = Segmenter.from_path(MODELS / "jal-wtm-synthetic-r18.onnx", device="cpu")
     result = run_job(seg, open_source(f"cityscapes:{card_val}"), tmp_path, save=(), progress=False)
-    assert 100 * result.metrics["miou"] == pytest.approx(stated, abs=0.05)
+    assert 100 * result.metrics["miou"] == pytest.approx(_card_table_value(1), abs=0.05)
     table = re.findall(r"^\| ([a-z ]+) \| +([\d.]+) \| +([\d.]+) \| +([\d.]+) \|$", CARD, re.M)
+    assert len(table) == 19
     for cls, *values in table:
-        assert 100 * result.metrics["per_class"][cls] == pytest.approx(float(values[column]), abs=0.05), cls
+        assert 100 * result.metrics["per_class"][cls] == pytest.approx(float(values[1]), abs=0.05), cls
+
+
+def test_shipped_int8_model_agrees_with_fp32_within_the_card_tolerance(card_val, tmp_path):
+    """int8 kernels round differently on AVX2, AVX-512 VNNI and AMX CPUs: the card states a tolerance against
+    the fp32 model (pixel agreement and mIoU), not per-class constants, and this holds on any x86-64 CPU."""
+    agree_min, miou_tol = map(float, re.search(
+        r"agree with the fp32 model's on \*\*>= ([\d.]+) %\*\* of val pixels and the mIoU is within "
+        r"\*\*\+-([\d.]+)\*\*", " ".join(CARD.split())).groups())
+    fp32 = Segmenter.from_path(MODELS / "jal-wtm-synthetic-r18.onnx", device="cpu")
+    int8 = Segmenter.from_path(MODELS / "jal-wtm-synthetic-r18.int8.onnx", device="cpu")
+    agree = [np.mean(fp32.predict(item.frame) == int8.predict(item.frame))
+             for item in open_source(f"cityscapes:{card_val}")]
+    assert len(agree) == 100 and 100 * np.mean(agree) >= agree_min
+    result = run_job(int8, open_source(f"cityscapes:{card_val}"), tmp_path, save=(), progress=False)
+    assert 100 * result.metrics["miou"] == pytest.approx(_card_table_value(1), abs=miou_tol)
+    assert 100 * result.metrics["miou"] == pytest.approx(_card_table_value(2), abs=miou_tol)

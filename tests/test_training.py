@@ -147,3 +147,68 @@ def test_resume_refuses_another_method_or_an_empty_folder(synth_root, tmp_path):
         Trainer(tiny_cfg(synth_root, iters=2), tmp_path / "empty", resume=True, progress=False)
     result = CliRunner().invoke(train_main, ["--preset", "synthetic-tiny", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and "already holds a run; pass --resume" in result.output
+
+
+def tiny_cli_args(synth_root, out, *extra):
+    """The CLI form of `tiny_cfg` (same data and sizes), as a user repeating one command would type it."""
+    return ["--preset", "synthetic-tiny", "--out", str(out), "--no-progress", "--iters", "3",
+            "--set", f"data.source_root={synth_root / 'gta5'}", "--set", f"data.target_root={synth_root / 'cityscapes'}",
+            "--set", "data.synthetic=false", "--set", "data.source_size=[96, 48]", "--set", "data.target_size=96x48",
+            "--set", "data.crop=", "--set", "data.scale=", "--set", "data.workers=0", "--set", "data.batch_size=2",
+            "--set", "model.width=0.125", "--set", "run={tensorboard: false, save_every: 1, threads: 1}",
+            "--set", "data.val_limit=2", *extra]
+
+
+def test_set_reads_yaml_flow_values_and_names_the_key_it_cannot_read():
+    from training.config import parse_set
+    cfg = resolve("synthetic-tiny", parse_set(["data.source_size=[256,128]", "data.crop=256x128",
+                                               "optim={lr: 0.5, iters: 7}", "data.flip=true"]))
+    assert cfg.data.source_size == (256, 128) and cfg.data.crop == (256, 128)
+    assert cfg.optim.lr == 0.5 and cfg.optim.iters == 7 and cfg.data.flip is True
+    with pytest.raises(ConfigError, match="data.source_size: cannot read"):
+        resolve("synthetic-tiny", parse_set(["data.source_size={w: 256}"]))
+    with pytest.raises(ConfigError, match="--set data.crop: cannot read '\\[256, 128' as a YAML list"):
+        parse_set(["data.crop=[256, 128"])
+
+
+def test_resume_accepts_the_starting_command_and_says_how_to_go_further(synth_root, tmp_path):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    first = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--method", "source-only", "--stop-at", "1"))
+    assert first.exit_code == 0, first.output
+    again = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--method", "source-only", "--stop-at", "1",
+                                                    "--resume"))
+    assert again.exit_code == 1 and "already reached iteration 1 (stop at 1)" in again.output
+    assert "`--stop-at N`, 1 < N <= 3" in again.output and "`--iters N`" in again.output
+    further = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--method", "source-only", "--stop-at", "2",
+                                                      "--resume"))
+    assert further.exit_code == 0 and "Finished at iteration 2" in further.output, further.output
+    other = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--method", "jal", "--resume"))
+    assert other.exit_code == 2 and "trains --method source-only, not jal" in other.output
+    args = tiny_cli_args(synth_root, out, "--resume")
+    args[1] = "gta5-cityscapes-r101"
+    other = runner.invoke(train_main, args)
+    assert other.exit_code == 2 and "started with --preset synthetic-tiny, not gta5-cityscapes-r101" in other.output
+
+
+def test_damaged_last_checkpoint_names_the_newest_readable_snapshot_and_resume_from_takes_it(synth_root, tmp_path):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    assert runner.invoke(train_main, tiny_cli_args(synth_root, out, "--stop-at", "2")).exit_code == 0
+    ckdir = out / "checkpoints"
+    (ckdir / "last.pth").write_bytes(b"\0" * 100)  # torn by a full disk
+    (ckdir / "iter_0000002.pth").write_bytes(b"")
+    stale = ckdir / ".iter_0000003.pth.k2_9xq7a.pth"  # a kill -9 during a save
+    stale.write_bytes(b"")
+    mine = ckdir / ".notes.txt"
+    mine.write_text("kept")
+    damaged = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--resume"))
+    assert damaged.exit_code == 1 and "last.pth is not a readable PyTorch checkpoint" in damaged.output
+    assert "newest readable snapshot is checkpoints/iter_0000001.pth (iteration 1)" in damaged.output
+    assert f"--resume-from checkpoints/iter_0000001.pth" in damaged.output
+    resumed = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--resume-from",
+                                                      "checkpoints/iter_0000001.pth"))
+    assert resumed.exit_code == 0 and "Finished at iteration 2" in resumed.output, resumed.output  # the saved stop
+    assert torch.load(ckdir / "last.pth", weights_only=True)["iteration"] == 2
+    assert not stale.exists() and mine.read_text() == "kept"
+    assert [int(r["iteration"]) for r in read_rows(out / "train.csv")] == [2]  # logged once, not twice

@@ -19,6 +19,8 @@ Examples:
       --set model.init=DeepLab_resnet_pretrained_init-f81d91e8.pth \\
       --set data.source_root=/data/GTA5 --set data.target_root=/data/cityscapes
   jal-train --out runs/r101 --resume                           # continue after Ctrl-C or a crash
+  jal-train --out runs/r101 --resume --stop-at 200000          # go further than the first --stop-at
+  jal-train --out runs/r101 --resume-from checkpoints/iter_0100000.pth   # if last.pth is damaged
   torchrun --nproc_per_node 4 -m training.cli --preset ... --out ...   # multi-GPU (DDP)
 """
 
@@ -31,11 +33,13 @@ Examples:
 @click.option("--iters", type=click.IntRange(1), help="Schedule length: the poly learning rate runs to it.")
 @click.option("--stop-at", type=click.IntRange(0), help="Early stop (the paper: 250k schedule, stop at 150k).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.pth.")
+@click.option("--resume-from", type=click.Path(dir_okay=False), metavar="CHECKPOINT",
+              help="Continue the run in --out from this snapshot instead (e.g. checkpoints/iter_0000600.pth).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. optim.lr=1e-3.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (logs still go to train.csv).")
 @click.version_option(package_name="jal-deploy")
 @click.pass_context
-def main(ctx, preset, out, method, iters, stop_at, resume, sets, no_progress) -> None:
+def main(ctx, preset, out, method, iters, stop_at, resume, resume_from, sets, no_progress) -> None:
     """Train DeepLab-v2 with JAL + WTM (AAAI 2020) for GTA5/SYNTHIA -> Cityscapes adaptation.
 
     Runs one row of the paper's Table 4 (--method) with a preset's architecture and hyper-parameters.
@@ -43,6 +47,7 @@ def main(ctx, preset, out, method, iters, stop_at, resume, sets, no_progress) ->
     """
     if ctx.invoked_subcommand is not None:
         return
+    resume = resume or bool(resume_from)
     if not preset and not resume:
         click.echo(ctx.get_help())
         return
@@ -65,7 +70,7 @@ def main(ctx, preset, out, method, iters, stop_at, resume, sets, no_progress) ->
                                            "choose another --out")
             cfg = resolve(preset, overrides)
         ensure_synthetic(cfg, progress=not no_progress)
-        summary = Trainer(cfg, out, resume=resume, progress=not no_progress).run()
+        summary = Trainer(cfg, out, resume=resume, resume_from=resume_from, progress=not no_progress).run()
     except (ConfigError, TrainingError, DatasetError) as e:
         raise click.ClickException(str(e)) from None
     _report(summary)
@@ -78,8 +83,14 @@ def _resumed_config(out: Path, preset: str | None, overrides: dict):
     if not path.is_file():
         raise click.ClickException(f"--resume: {out} holds no run (no config.json); start without --resume")
     cfg = from_dict(json.loads(path.read_text()))
-    if preset:
-        raise click.UsageError("--resume continues the saved config; drop --preset (use --set to change keys)")
+    # Repeating the command that started the run plus --resume is fine; a different preset/method is not.
+    if preset and preset != cfg.preset:
+        raise click.UsageError(f"--resume: {out} was started with --preset {cfg.preset or '(none)'}, not {preset}; "
+                               f"drop --preset or start a new run in another --out")
+    method = overrides.get("method", {}).get("name")
+    if method and method != cfg.method.name:
+        raise click.UsageError(f"--resume: {out} trains --method {cfg.method.name}, not {method}; "
+                               f"drop --method or start a new run in another --out")
     apply_overrides(cfg, overrides)
     return cfg.validate()
 

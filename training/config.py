@@ -143,6 +143,8 @@ class TrainConfig:
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     origin = get_origin(typ)
     try:
+        if isinstance(value, dict) or (isinstance(value, list) and origin is not tuple):
+            raise ValueError(value)  # a YAML mapping/list given for a scalar key
         if typ is bool:
             if isinstance(value, str):
                 if value.lower() in ("true", "1", "yes", "on"):
@@ -202,7 +204,8 @@ def load_preset(name: str) -> dict:
 
 
 def parse_set(items: list[str]) -> dict:
-    """['optim.lr=1e-3', 'method.name=jal'] -> nested dict (values stay strings; coerced by the schema)."""
+    """['optim.lr=1e-3', 'data.crop=[256,128]'] -> nested dict. Scalars stay strings (the schema coerces them);
+    YAML flow values (`[256,128]`, `{lr: 1e-3}`), as Hydra/OmegaConf users type them, are parsed as YAML."""
     out: dict = {}
     for item in items:
         if "=" not in item:
@@ -212,8 +215,19 @@ def parse_set(items: list[str]) -> dict:
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
-        node[parts[-1]] = value
+        node[parts[-1]] = _flow_value(key, value)
     return out
+
+
+def _flow_value(key: str, value: str):
+    text = value.strip()
+    if not (text.startswith("[") or text.startswith("{")):
+        return value
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot read {value!r} as a YAML list or mapping "
+                          f"({str(e).splitlines()[0]})") from None
 
 
 def resolve(preset: str = "", overrides: dict | None = None) -> TrainConfig:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from jal_deploy.atomic import write_text
+from jal_deploy.atomic import stale_temp_files, write_text
 
 from . import checkpoints as ckpt
 from .config import TrainConfig, from_dict
@@ -49,7 +49,8 @@ def _set_requires_grad(modules, flag: bool) -> None:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
+                 resume_from: str | Path | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
         self.adversarial, self.jal, wtm = cfg.flags
         run = cfg.run
@@ -82,8 +83,8 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=run.amp == "fp16")
         self.iteration, self.best = 0, {"miou": -1.0, "iteration": 0}
 
-        if resume:
-            self._resume()
+        if resume or resume_from:
+            self._resume(resume_from)
         elif m.init:
             self._load_init()
         elif m.init_required:
@@ -272,14 +273,14 @@ class Trainer:
         for old in snaps[: max(0, len(snaps) - self.cfg.run.keep)]:
             old.unlink()
 
-    def _resume(self) -> None:
-        path = self.out / "checkpoints" / "last.pth"
-        if not path.is_file():
-            raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume")
+    def _resume(self, source: str | Path | None = None) -> None:
+        path = self._resume_path(source)
         try:
             state = ckpt.read_checkpoint(path)
+            if not isinstance(state, dict) or "iteration" not in state or "config" not in state:
+                raise ckpt.CheckpointError(f"{path} is not a jal-train checkpoint (no iteration/config)")
         except ckpt.CheckpointError as e:
-            raise TrainingError(f"--resume: {e}") from None
+            raise TrainingError(f"--resume: {e}. {self._readable_snapshot_hint(path)}") from None
         saved = from_dict(state["config"])
         # The init file only matters at the start: a moved or renamed init does not block a resume.
         arch_keys = [k for k in vars(self.cfg.model) if not k.startswith("init")]
@@ -297,6 +298,35 @@ class Trainer:
             o.load_state_dict(state["optimizers"][n])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state["best"]
+
+    def _resume_path(self, source: str | Path | None) -> Path:
+        """`--resume` takes checkpoints/last.pth; `--resume-from` a named snapshot (as given, or inside --out)."""
+        if source is None:
+            path = self.out / "checkpoints" / "last.pth"
+            if not path.is_file():
+                raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume")
+            return path
+        path = Path(source)
+        if not path.is_file() and not path.is_absolute() and (self.out / path).is_file():
+            path = self.out / path
+        if not path.is_file():
+            raise TrainingError(f"--resume-from: no checkpoint at {source} (nor in {self.out})")
+        return path
+
+    def _readable_snapshot_hint(self, broken: Path) -> str:
+        """Name the newest snapshot that still loads, so a damaged last.pth does not end the run."""
+        for snap in sorted((self.out / "checkpoints").glob("iter_*.pth"), reverse=True):
+            if snap.resolve() == broken.resolve():
+                continue
+            try:
+                state = ckpt.read_checkpoint(snap)
+            except ckpt.CheckpointError:
+                continue
+            if isinstance(state, dict) and "iteration" in state:
+                rel = snap.relative_to(self.out)
+                return (f"The newest readable snapshot is {rel} (iteration {state['iteration']}): continue from it "
+                        f"with `jal-train --out {self.out} --resume-from {rel}`")
+        return f"No readable snapshot is left in {self.out / 'checkpoints'}: start a new run in another --out"
 
     # ----- the run ------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -316,9 +346,15 @@ class Trainer:
     def run(self) -> dict:
         cfg, last = self.cfg, self.cfg.last_iteration
         if self.iteration >= last:
-            raise TrainingError(f"the run in {self.out} already reached iteration {self.iteration} (stop at {last})")
+            later_stop = (f"a later stop inside the schedule (`--stop-at N`, {self.iteration} < N <= "
+                          f"{cfg.optim.iters}) or " if self.iteration < cfg.optim.iters else "")
+            raise TrainingError(
+                f"the run in {self.out} already reached iteration {self.iteration} (stop at {last}). To go further, "
+                f"resume with {later_stop}a longer schedule (`--iters N`; the poly learning rate then runs to N)")
         self.out.mkdir(parents=True, exist_ok=True)
         if self.env.is_main:
+            for stale in stale_temp_files(self.out / "checkpoints") + stale_temp_files(self.out):
+                stale.unlink(missing_ok=True)  # left by a kill during an atomic write
             write_text(self.out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         log = RunLog(self.out, self.iteration, cfg.run.tensorboard) if self.env.is_main else None
         stop = {"requested": False}

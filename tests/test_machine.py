@@ -1,0 +1,33 @@
+"""Every benchmark names its CPU: the parsing of /proc/cpuinfo on the CPUs the project meets."""
+from jal_deploy.machine import cpu_info, cpu_summary
+
+EPYC_AVX2 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse sse2 avx avx2 fma bmi2
+processor\t: 1
+model name\t: AMD EPYC 7B13
+"""
+XEON_AMX = """processor\t: 0
+model name\t: Intel(R) Xeon(R) Platinum 8481C
+flags\t\t: avx2 avx512f avx512bw avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8
+"""
+
+
+def test_avx2_only_cpu_lists_what_it_lacks():
+    info = cpu_info(EPYC_AVX2)
+    assert info["model"] == "AMD EPYC 7B13"
+    assert info["isa"] == {"AVX2": True, "AVX-512F": False, "AVX-512 VNNI": False, "AVX-VNNI": False, "AMX": False}
+    assert cpu_summary(EPYC_AVX2).endswith("cores: AVX2; no AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX")
+
+
+def test_amx_cpu_lists_every_instruction_set():
+    assert cpu_summary(XEON_AMX).endswith("cores: AVX2, AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX")
+
+
+def test_unknown_platform_says_so_instead_of_guessing():
+    assert cpu_info("")["isa"]["AVX2"] is None and "instruction sets unknown" in cpu_summary("")
+
+
+def test_this_machine_is_described():
+    assert "cores" in cpu_summary()
