@@ -1,24 +1,39 @@
 #!/usr/bin/env python
-"""Table 4 on the embedded synthetic benchmark: target mIoU of each method, mean +- std over seeds.
+"""Table 4 on the embedded synthetic benchmark, with its baselines: target mIoU per row over seeds.
 
-Protocol (the synthetic analogue of the paper's ImageNet init + adaptation):
-  1. per seed, train a source-only model from scratch on the GTA5-format source (`--pretrain-iters`,
-     BatchNorm with batch statistics, source images only);
-  2. from that checkpoint, train each method for `--adapt-iters` iterations with frozen BatchNorm
-     statistics (so no method gains from target statistics) - the source-only row simply continues on
-     source data for the same number of iterations;
-  3. score each run on the Cityscapes-format target val as the mean of its last `--last-k` evaluations
-     (no snapshot is selected with target labels), and the source-only model on a held-out source val set.
-Runs are resumable: a finished run (result.json) is skipped. Prints a table and writes summary.json.
+Rows: `prior` (a blind per-pixel layout prior from the source labels: it never looks at an image),
+`source-only`, the adaptation rows (`adaptsegnet`, `jal`, `wtm-dec1`, `wtm-dec2`, `wtm`, `jal-wtm`) and `oracle`
+(the same network and budget trained on the *target* train labels: the upper bound). For each adaptation row
+the table gives the **gap closed** = (row - source-only) / (oracle - source-only).
 
-    python bench/synthetic_ablation.py --out runs/ablation            # 3 seeds, 5 methods
+Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
+  1. pretrain from scratch for `--pretrain-iters` with BatchNorm batch statistics: source-only on the GTA5-format
+     source, and the oracle on the Cityscapes-format target train labels (never a source image);
+  2. from the source-only checkpoint each adaptation row trains `--adapt-iters` more iterations with frozen
+     BatchNorm statistics (no row gains from target statistics); `source-only` continues on source data and
+     `oracle` continues its own pretraining for the same number of iterations;
+  3. every run is scored on a **held-out** target val generated with `--eval-seed` (never used to choose the
+     protocol) as the mean of its last `--last-k` evaluations: no snapshot is picked with target labels.
+  Source-only is also scored on held-out *source* frames (the size of the gap). Adversarial rows record their
+  discriminators' accuracies, D2's mean source-probability on target maps and the WTM drift from identity.
+
+Runs are resumable (a finished run keeps result.json; an interrupted one resumes from its last checkpoint) and
+any subset of rows and seeds can be run; the table is printed from whatever has finished.
+
+    python bench/synthetic_ablation.py --out runs/ablation                 # 3 seeds, every default row
+    python bench/synthetic_ablation.py --out runs/ablation --seeds 0 --rows prior source-only jal-wtm oracle
+    python bench/synthetic_ablation.py --out /tmp/q --quick                # seconds: the code path, no numbers
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
+import math
 import statistics
+import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -26,106 +41,58 @@ from torch.utils.data import DataLoader
 
 from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
-from training.config import resolve
+from training.baselines import layout_prior, prior_scores
+from training.config import METHOD_FLAGS, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
 
-METHODS = ("source-only", "adaptsegnet", "jal", "wtm", "jal-wtm")
+ADAPT_ROWS = ("adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm")
+ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
+DEFAULT_ROWS = ("prior", "source-only", "adaptsegnet", "jal", "wtm", "jal-wtm", "oracle")
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
-def ensure_data(root: Path, seed: int = 0) -> tuple[Path, Path]:
-    bench, held_out = root / "benchmark", root / "source-val"
-    if not (bench / "synth.json").is_file():
-        generate(bench, seed=seed, force=bench.exists())
-    if not (held_out / "synth.json").is_file():  # unseen source frames: another seed, GTA5 format only
-        generate(held_out, seed=seed + 1000, counts={"gta5": 100, "synthia": 0, "cs_train": 0, "cs_val": 0},
-                 force=held_out.exists())
-    return bench, held_out
+@dataclass
+class Protocol:
+    """Everything that defines the benchmark besides the row and the seed (recorded in summary.json)."""
+
+    preset: str = "synthetic-bench"
+    frames: int = 600               # source frames = target train frames
+    frame_size: tuple[int, int] = (512, 256)
+    data_seed: int = 0              # the training frames (and the val used while choosing the protocol)
+    eval_seed: int = 1127           # the held-out target val the table reports
+    eval_frames: int = 200
+    source_val_seed: int = 1000     # held-out source frames for the size of the gap
+    source_val_frames: int = 100
+    pretrain_iters: int = 2000
+    adapt_iters: int = 1000
+    adapt_lr: float = 2.5e-3
+    adapt_lr_wtm: float = 1e-3
+    eval_every: int = 250
+    last_k: int = 3
+    overrides: tuple[str, ...] = ()
 
 
-def run(out: Path, overrides: dict) -> dict:
-    done = out / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    cfg = resolve("synthetic-tiny", overrides)
-    start = time.perf_counter()
-    trainer = Trainer(cfg, out, resume=(out / "checkpoints" / "last.pth").is_file(), progress=True)
-    summary = trainer.run()
-    rows = [line.split(",") for line in (out / "eval.csv").read_text().splitlines()[1:]]
-    result = {"evals": [(int(r[0]), float(r[2])) for r in rows if r[1] == "19"], "seconds": time.perf_counter() - start,
-              "status": summary["status"]}
-    if summary["status"] == "finished":
-        done.write_text(json.dumps(result))
-    return result
+QUICK = dict(frames=8, frame_size=(128, 64), eval_frames=4, source_val_frames=4, pretrain_iters=3, adapt_iters=2,
+             eval_every=1, last_k=2, overrides=("model.width=0.125", "data.source_size=96x48",
+                                                "data.target_size=96x48", "data.batch_size=2"))
 
 
-def source_val_miou(ckpt_dir: Path, cfg_overrides: dict, held_out: Path) -> float:
-    cfg = resolve("synthetic-tiny", cfg_overrides)
-    trainer = Trainer(cfg, ckpt_dir, resume=True, progress=False)
-    ds = SegmentationDataset(held_out / "gta5", "gta5", augment=Augment(size=tuple(cfg.data.target_size)),
-                             resize_label=False)
-    return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], torch.device("cpu"))["19"]["miou"]
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    ap.add_argument("--pretrain-iters", type=int, default=1500)
-    ap.add_argument("--adapt-iters", type=int, default=400)
-    ap.add_argument("--eval-every", type=int, default=100)
-    ap.add_argument("--last-k", type=int, default=3)
-    ap.add_argument("--set", dest="sets", nargs="*", default=[], help="extra key=value overrides for every run")
-    args = ap.parse_args()
-    from training.config import parse_set
-
-    bench, held_out = ensure_data(args.out / "data")
-    base = {"data": {"synthetic": False, "source_root": str(bench / "gta5"), "target_root": str(bench / "cityscapes")},
-            "run": {"tensorboard": False}}
-    extra = parse_set(args.sets)
-    table: dict[str, list[float]] = {m: [] for m in args.methods}
-    source_val, seconds = [], 0.0
-    for seed in args.seeds:
-        pre_dir = args.out / f"seed{seed}" / "pretrain"
-        pre = {**base, "method": {"name": "source-only"}, "run": {**base["run"], "seed": seed,
-               "eval_every": args.pretrain_iters, "save_every": args.pretrain_iters},
-               "optim": {"iters": args.pretrain_iters}}
-        seconds += run(pre_dir, _merge(pre, extra))["seconds"]
-        init = pre_dir / "checkpoints" / "last.pth"
-        for method in args.methods:
-            ov = _merge({**base, "method": {"name": method},
-                         "model": {"init": str(init), "bn_mode": "frozen"},
-                         "optim": {"iters": args.adapt_iters, "lr": 2.5e-3, "lr_wtm": 1e-3},
-                         "run": {**base["run"], "seed": seed, "eval_every": args.eval_every,
-                                 "save_every": args.adapt_iters}}, extra)
-            out = args.out / f"seed{seed}" / method
-            res = run(out, ov)
-            seconds += res["seconds"]
-            last = [m for _, m in res["evals"][-args.last_k:]]
-            table[method].append(100 * sum(last) / len(last))
-            print(f"seed {seed} {method:12s} target mIoU {table[method][-1]:.2f} (last {len(last)} evals)")
-            if method == "source-only":
-                source_val.append(100 * source_val_miou(out, ov, held_out))
-                print(f"seed {seed} source-only source-val mIoU {source_val[-1]:.2f}")
-
-    print(f"\nSynthetic benchmark, target val mIoU (%) over seeds {args.seeds}; "
-          f"{args.pretrain_iters} source-only + {args.adapt_iters} adaptation iterations; {seconds / 60:.1f} min "
-          f"on {cpu_summary()}")
-    print(f"{'method':14s} {'mean':>6s} {'std':>5s}  per seed")
-    summary = {"seeds": args.seeds, "pretrain_iters": args.pretrain_iters, "adapt_iters": args.adapt_iters,
-               "rows": {}, "source_val_source_only": source_val, "minutes": seconds / 60,
-               "cpu": cpu_summary()}
-    for method, values in table.items():
-        mean = statistics.mean(values)
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary["rows"][method] = {"mean": mean, "std": std, "per_seed": values}
-        print(f"{method:14s} {mean:6.2f} {std:5.2f}  " + " ".join(f"{v:.2f}" for v in values))
-    if source_val:
-        print(f"source-only on held-out source val: {statistics.mean(source_val):.2f} "
-              f"(+- {statistics.stdev(source_val) if len(source_val) > 1 else 0.0:.2f})")
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
+    """Training frames, the held-out target val and the held-out source frames, each generated once."""
+    trees = {
+        "train": (p.data_seed, {"gta5": p.frames, "synthia": 0, "cs_train": p.frames, "cs_val": 0}),
+        "eval": (p.eval_seed, {"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": p.eval_frames}),
+        "source-val": (p.source_val_seed, {"gta5": p.source_val_frames, "synthia": 0, "cs_train": 0, "cs_val": 0}),
+    }
+    out = {}
+    for name, (seed, counts) in trees.items():
+        tree = root / f"{name}-seed{seed}"
+        if not (tree / "synth.json").is_file():
+            generate(tree, seed=seed, counts=counts, size=p.frame_size, force=tree.exists(), progress=False)
+        out[name] = tree
+    return out
 
 
 def _merge(a: dict, b: dict) -> dict:
@@ -135,5 +102,173 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
+def train(out: Path, overrides: dict, preset: str) -> dict:
+    """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift."""
+    done = out / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    cfg = resolve(preset, overrides)
+    start = time.perf_counter()
+    trainer = Trainer(cfg, out, resume=(out / "checkpoints" / "last.pth").is_file(), progress=sys.stderr.isatty())
+    summary = trainer.run()
+    with (out / "eval.csv").open(newline="") as f:
+        evals = [(int(r["iteration"]), float(r["miou"])) for r in csv.DictReader(f) if r["protocol"] == "19"]
+    result = {"evals": evals, "seconds": time.perf_counter() - start, "status": summary["status"],
+              "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
+    if summary["status"] == "finished":
+        done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def _disc_stats(train_csv: Path, tail: int = 10) -> dict:
+    """Mean of the last `tail` logged rows of every discriminator column (accuracies, p_target)."""
+    with train_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))[-tail:]
+    keys = [k for k in (rows[0] if rows else {}) if k.startswith(("d1_", "d2_", "d_wtm_"))]
+    return {k: statistics.mean(float(r[k]) for r in rows) for k in keys if all(r[k] for r in rows)}
+
+
+def _wtm_drift(model) -> dict:
+    """||WTM - I|| / ||I|| per level: how far Dec^T moved from Dec."""
+    drift = {}
+    for name in ("wtm1", "wtm2"):
+        wtm = getattr(model, name, None)
+        if wtm is not None:
+            w = wtm.conv.weight.detach().flatten(1)
+            eye = torch.eye(w.shape[0])
+            drift[name] = float((w - eye).norm() / eye.norm())
+    return drift
+
+
+def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> float:
+    cfg = resolve(preset, overrides)
+    trainer = Trainer(cfg, run_dir, resume=True, progress=False)
+    ds = SegmentationDataset(tree / "gta5", "gta5", augment=Augment(size=tuple(cfg.data.target_size)),
+                             resize_label=False)
+    return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], torch.device("cpu"))["19"]["miou"]
+
+
+def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int) -> dict:
+    """{row: target mIoU %} for one seed (plus 'source-only@source-val'), running what has not finished."""
+    train_tree, eval_tree = data["train"], data["eval"]
+    base = _merge({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
+                            "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
+                   "run": {"tensorboard": False, "seed": seed, **({"threads": threads} if threads else {})}},
+                  parse_set(list(p.overrides)))
+    scores, info = {}, {}
+    if "prior" in rows:
+        prior = layout_prior(train_tree / "gta5", "gta5")
+        scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
+    pre_runs = {"source-only": "pretrain", "oracle": "pretrain-oracle"}
+    for row in rows:
+        if row == "prior":
+            continue
+        pre_method = "oracle" if row == "oracle" else "source-only"
+        pre_dir = out / f"seed{seed}" / pre_runs[pre_method]
+        pre = _merge(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
+                            "run": {"eval_every": p.pretrain_iters, "save_every": p.pretrain_iters}})
+        train(pre_dir, pre, p.preset)
+        ov = _merge(base, {"method": {"name": row}, "model": {"init": str(pre_dir / "checkpoints" / "last.pth"),
+                                                             "bn_mode": "frozen"},
+                           "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
+                           "run": {"eval_every": p.eval_every, "save_every": p.adapt_iters}})
+        run_dir = out / f"seed{seed}" / row
+        res = train(run_dir, ov, p.preset)
+        last = [m for _, m in res["evals"][-p.last_k:]]
+        scores[row] = 100 * sum(last) / len(last)
+        info[row] = {"minutes": res["seconds"] / 60, "discriminators": res["discriminators"],
+                     "wtm_drift": res["wtm_drift"]}
+        print(f"seed {seed} {row:12s} target mIoU {scores[row]:6.2f} (mean of the last {len(last)} evals, "
+              f"{res['seconds'] / 60:.1f} min)", flush=True)
+        if row == "source-only":
+            cached = run_dir / "source_val.json"
+            if not cached.is_file():
+                cached.write_text(json.dumps(100 * source_val_miou(run_dir, ov, p.preset, data["source-val"])))
+            scores["source-only@source-val"] = json.loads(cached.read_text())
+    return {"scores": scores, "info": info}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """(mean, sample std, half-width of the 95 % t interval); std and interval are NaN for one value."""
+    n = len(values)
+    mean = statistics.mean(values)
+    if n < 2:
+        return mean, math.nan, math.nan
+    std = statistics.stdev(values)
+    return mean, std, T95.get(n - 1, 2.228) * std / math.sqrt(n)
+
+
+def gap_closed(row: float, source_only: float, oracle: float) -> float:
+    return (row - source_only) / (oracle - source_only) if oracle != source_only else math.nan
+
+
+def table(per_seed: dict[int, dict], rows: list[str]) -> tuple[str, dict]:
+    """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed, beats baselines."""
+    seeds = sorted(per_seed)
+    lines = [f"{'row':14s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  per seed ({', '.join(map(str, seeds))})"]
+    out = {}
+    for row in [*rows, "source-only@source-val"]:
+        values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
+        if not values:
+            continue
+        mean, std, half = mean_ci(values)
+        gaps = [gap_closed(per_seed[s]["scores"][row], per_seed[s]["scores"]["source-only"],
+                           per_seed[s]["scores"]["oracle"]) for s in seeds
+                if row in ADAPT_ROWS and {row, "source-only", "oracle"} <= set(per_seed[s]["scores"])]
+        beats = [per_seed[s]["scores"][row] > max(per_seed[s]["scores"].get("prior", -1),
+                                                  per_seed[s]["scores"].get("source-only", -1)) for s in seeds
+                 if row in ADAPT_ROWS and row in per_seed[s]["scores"]]
+        ci = f"[{mean - half:5.2f}, {mean + half:5.2f}]" if not math.isnan(half) else ""
+        gap = f"{100 * statistics.mean(gaps):9.1f}%" if gaps else ""
+        lines.append(f"{row:14s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
+                     + " ".join(f"{v:.2f}" for v in values))
+        out[row] = {"mean": mean, "std": std, "ci95": half, "per_seed": values,
+                    "gap_closed": gaps or None, "beats_prior_and_source_only_every_seed": all(beats) if beats else None}
+    return "\n".join(lines), out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=ROWS)
+    ap.add_argument("--quick", action="store_true", help="tiny network, frames and budgets: checks the code path")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: the preset's)")
+    for name, default in asdict(Protocol()).items():
+        if name != "overrides":
+            kind = type(default) if not isinstance(default, tuple) else str
+            ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                            help=f"protocol value (default {default if not isinstance(default, tuple) else 'x'.join(map(str, default))})")
+    ap.add_argument("--set", dest="sets", nargs="*", default=[], help="extra key=value overrides for every run")
+    args = ap.parse_args(argv)
+    p = Protocol(**(QUICK if args.quick else {}))
+    for name in asdict(p):
+        value = getattr(args, name, None)
+        if value is not None and name != "overrides":
+            setattr(p, name, tuple(int(v) for v in value.split("x")) if name == "frame_size" else value)
+    p.overrides = tuple(p.overrides) + tuple(args.sets)
+    if {"source-only", "oracle"} - set(args.rows) and set(args.rows) & set(ADAPT_ROWS):
+        print("note: gap closed needs the source-only and oracle rows", file=sys.stderr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    saved = args.out / "protocol.json"
+    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(p))):
+        raise SystemExit(f"{args.out} holds runs of another protocol ({saved}): use another --out")
+    saved.write_text(json.dumps(asdict(p), indent=1))
+    data = ensure_data(args.out / "data", p)
+    start = time.perf_counter()
+    per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads) for seed in args.seeds}
+    text, rows = table(per_seed, args.rows)
+    header = (f"Synthetic benchmark ({p.preset}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
+              f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
+              f"{(time.perf_counter() - start) / 60:.1f} min this call on {cpu_summary()}")
+    print(f"\n{header}\n{text}")
+    minutes = {row: statistics.mean(per_seed[s]["info"][row]["minutes"] for s in args.seeds
+                                    if row in per_seed[s]["info"]) for row in args.rows if row != "prior"}
+    (args.out / "summary.json").write_text(json.dumps(
+        {"protocol": asdict(p), "cpu": cpu_summary(), "rows": rows, "minutes_per_run": minutes,
+         "per_seed": {str(s): v for s, v in per_seed.items()}}, indent=1))
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

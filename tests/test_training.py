@@ -40,6 +40,7 @@ EXPECTED_TERMS = {
     "wtm-dec2": {"seg1", "seg2", "adv1", "adv2", "adv_wtm2", "d1", "d2", "d_wtm"},
     "wtm": {"seg1", "seg2", "adv1", "adv2", "adv_wtm1", "adv_wtm2", "d1", "d2", "d_wtm"},
     "jal-wtm": {"seg1", "seg2", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1", "d2", "d_wtm"},
+    "oracle": {"seg1", "seg2"},
 }
 
 
@@ -53,8 +54,12 @@ def test_every_table4_mode_trains_with_exactly_its_loss_terms(synth_root, tmp_pa
     present = {t for t in LOSS_TERMS if rows[-1][t] != ""}
     assert present == EXPECTED_TERMS[method]
     assert all(float(rows[-1][t]) > 0 for t in present)
-    if method == "source-only":
-        assert trainer.target_iter is None  # never reads target images
+    if method in ("source-only", "oracle"):
+        assert trainer.target_iter is None  # one labelled stream only
+    if method == "source-only":  # never reads a target image
+        assert "/gta5" in str(trainer.source_iter._dataset.samples[0].image)
+    if method == "oracle":  # target train images and labels, never a source image
+        assert all("leftImg8bit/train" in str(s.image) for s in trainer.source_iter._dataset.samples)
     evals = read_rows(tmp_path / method / "eval.csv")
     assert evals[-1]["iteration"] == "2" and 0.0 <= float(evals[-1]["miou"]) <= 1.0
 

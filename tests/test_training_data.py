@@ -70,3 +70,28 @@ def test_batches_do_not_depend_on_the_number_of_workers(synth_root):
         loader = DataLoader(ds, batch_size=2, sampler=InfiniteSampler(len(ds), seed=0), num_workers=workers)
         batches.append([b["image"] for b in itertools.islice(iter(loader), 4)])
     assert all(torch.equal(x, y) for x, y in zip(*batches))
+
+
+def test_in_memory_cache_gives_exactly_the_uncached_items(synth_root):
+    aug = Augment(size=(64, 32), scale=(0.8, 1.25), crop=(48, 24), flip=True)
+    plain = SegmentationDataset(synth_root / "gta5", "gta5", augment=aug, seed=3)
+    cached = SegmentationDataset(synth_root / "gta5", "gta5", augment=aug, seed=3, cache=True)
+    for index in list(range(14)) + list(range(14)):  # the second pass comes from memory
+        a, b = plain[index], cached[index]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    assert len(cached.cache) == len(cached) == 6
+
+
+def test_validation_can_use_another_tree_than_the_target(synth_root, tmp_path):
+    from jal_deploy.synth import generate
+    from tests.test_training import tiny_cfg
+    from training.engine import Trainer
+
+    other = tmp_path / "heldout"
+    generate(other, seed=5, counts={"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": 3}, size=(128, 64),
+             progress=False, workers=1)
+    cfg = tiny_cfg(synth_root, "source-only")
+    cfg.data.val_root, cfg.data.val_limit = str(other / "cityscapes"), 0
+    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    assert len(trainer.val_loader.dataset) == 3
+    assert all(str(s.image).startswith(str(other)) for s in trainer.val_loader.dataset.samples)

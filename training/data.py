@@ -39,7 +39,8 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, root, fmt: str, split: str | None = None, list_file=None, labelled: bool = True,
                  augment: Augment = Augment(), protocol: str = "19", seed: int = 0,
-                 resize_label: bool = True, mean: Sequence[float] = IMG_MEAN_BGR, limit: int | None = None):
+                 resize_label: bool = True, mean: Sequence[float] = IMG_MEAN_BGR, limit: int | None = None,
+                 cache: bool = False):
         self.samples = find_samples(root, fmt, split=split, list_file=list_file, require_labels=labelled)
         if limit is not None:
             self.samples = self.samples[:limit]
@@ -47,15 +48,25 @@ class SegmentationDataset(Dataset):
         self.resize_label = resize_label
         self.lut = get_protocol(protocol).from_trainid19
         self.mean = np.asarray(mean, dtype=np.float32)
+        # Decoded frames after the base resize, kept in memory: on a small CPU decoding and bicubic resizing
+        # cost a tenth of a small network's iteration, and a worker process to hide them takes a core.
+        self.cache: dict[int, tuple] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, virtual_index: int) -> dict:
-        sample = self.samples[virtual_index % len(self.samples)]
+        index = virtual_index % len(self.samples)
+        sample = self.samples[index]
         rng = np.random.default_rng([self.seed, virtual_index])
-        image = read_image(sample.image)
-        label = self.lut[read_label(sample, self.fmt)] if self.labelled else None
+        if self.cache is not None and index in self.cache:
+            image, label = self.cache[index]
+        else:
+            image = read_image(sample.image)
+            label = self.lut[read_label(sample, self.fmt)] if self.labelled else None
+            image, label = self._base_resize(image, label)
+            if self.cache is not None:
+                self.cache[index] = (image, label)
         image, label = self._transform(image, label, rng)
         item = {"image": torch.from_numpy(np.ascontiguousarray((image.astype(np.float32) - self.mean)
                                                                .transpose(2, 0, 1))),
@@ -64,13 +75,16 @@ class SegmentationDataset(Dataset):
             item["label"] = torch.from_numpy(label.astype(np.int64))
         return item
 
+    def _base_resize(self, image: np.ndarray, label: np.ndarray | None):
+        size = self.augment.size
+        if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
+            image = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+            if self.resize_label and label is not None:
+                label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+        return image, label
+
     def _transform(self, image: np.ndarray, label: np.ndarray | None, rng: np.random.Generator):
         aug = self.augment
-        resize_label = self.resize_label and label is not None
-        if aug.size is not None and (image.shape[1], image.shape[0]) != tuple(aug.size):
-            image = cv2.resize(image, aug.size, interpolation=cv2.INTER_CUBIC)
-            if resize_label:
-                label = cv2.resize(label, aug.size, interpolation=cv2.INTER_NEAREST)
         if aug.scale is not None:
             s = rng.uniform(*aug.scale)
             w, h = max(1, round(image.shape[1] * s)), max(1, round(image.shape[0] * s))

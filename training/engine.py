@@ -52,7 +52,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                  resume_from: str | Path | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.adversarial, self.jal, wtm = cfg.flags
+        self.adversarial, self.jal, wtm, self.labels_from = cfg.flags
         run = cfg.run
         if run.threads:
             torch.set_num_threads(run.threads)
@@ -120,25 +120,30 @@ class Trainer:
 
     def _build_data(self) -> None:
         d, seed = self.cfg.data, self.cfg.run.seed
-        if not d.source_root or not d.target_root:
+        if not d.target_root or not (d.source_root or self.labels_from == "target"):
             raise TrainingError("data.source_root and data.target_root are required "
                                 "(--set data.source_root=PATH data.target_root=PATH)")
         aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
                       crop=tuple(d.crop) or None, flip=d.flip)
-        source = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None, list_file=d.source_list or None,
-                                     augment=aug, protocol=d.protocol, seed=seed)
+        target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
+        if self.labels_from == "target":  # the oracle: target train labels at the target size, no source image
+            labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
+                                           augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache)
+        else:
+            labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
+                                           list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
+                                           cache=d.cache)
         start = self.iteration * d.batch_size
-        self.source_iter = self._loader(source, seed, start)
+        self.source_iter = self._loader(labelled, seed, start)  # the labelled stream (Eq. 1)
         self.target_iter = None
         if self.adversarial:  # source-only never reads target images (no BN or other leak)
             target = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
                                          list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
-                                         augment=Augment(size=tuple(d.target_size) or None, scale=aug.scale,
-                                                         crop=aug.crop, flip=d.flip))
+                                         augment=target_aug, cache=d.cache)
             self.target_iter = self._loader(target, seed + 1, start)
-        val = SegmentationDataset(d.target_root, "cityscapes", split=d.val_split, list_file=d.val_list or None,
-                                  augment=Augment(size=tuple(d.target_size) or None), protocol=d.protocol,
-                                  resize_label=False, limit=d.val_limit or None)
+        val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
+                                  list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
+                                  protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
         self.val_loader = DataLoader(val, batch_size=1, num_workers=min(d.workers, 2))
 
     def _loader(self, dataset, seed: int, start: int):
