@@ -1,10 +1,35 @@
 #!/usr/bin/env bash
-# The project's GPU check (one H100, under 9 minutes): R101 JAL+WTM training iterations/s and peak memory
-# at the paper's sizes, fp32 and bf16; then the runtime: the R101 deploy graph through the torch backend
-# (fp32/fp16/bf16, batch 1 and 8 at 1024x512) and jal-segment end to end on a video (bench/runtime_gpu.py).
-# Run from the repository root after installing as the README says. Each part runs even if the other fails.
+# The project's GPU check: one call on one H100, under 8 minutes, on a bare machine with torch (CUDA), onnx,
+# onnxruntime, OpenCV, click, tqdm, PyYAML and Pillow: no pip install, no ONNX tools, no TensorRT. Runs this
+# source tree through PYTHONPATH.
+#   1. R101 JAL+WTM training iterations/s and peak memory at the paper's sizes, fp32 and bf16 (train_speed.py)
+#   2. the R101 deploy graph through the torch backend, fp32/fp16/bf16 at batch 1 and 8, 1024x512; fp16/bf16
+#      labels against fp32; jal-segment end to end; the backend's speed options one by one (runtime_gpu.py)
+#   3. one summary table of all of it.
+# Each part runs under its own time limit and even if the other failed.
+#   bench/gpu_check.sh                   # on the GPU machine, from anywhere
+#   GPU_CHECK_CPU=1 bench/gpu_check.sh   # the same script with a tiny network on CPU (what CI runs)
 set -uo pipefail
-python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout 300 python bench/train_speed.py --preset gta5-cityscapes-r101 --method jal-wtm --amp none bf16 --iters 20 --warmup 3 || echo "train_speed.py failed (exit $?)"
-timeout 210 python bench/runtime_gpu.py || echo "runtime_gpu.py failed (exit $?)"
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+work=$(mktemp -d "${TMPDIR:-/tmp}/jal-gpu-check.XXXXXX")
+if [ "${GPU_CHECK_CPU:-0}" = "1" ]; then
+  train=(--device cpu --amp none --iters 1 --warmup 0
+         --set model.arch=deeplabv2-r18 model.width=0.125 "data.source_size=[128,64]" "data.target_size=[128,64]"
+         "data.crop=[96,48]")
+  runtime=(--device cpu --arch deeplabv2-r18 --width 0.125 --size 128x64 --batches 1 2 --precisions fp32 bf16
+           --options default --iters 2 --warmup 1 --video-frames 4)
+  train_limit=240 runtime_limit=240
+else
+  python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  train=(--amp none bf16 --iters 10 --warmup 3)
+  runtime=(--iters 30 --warmup 5)
+  train_limit=180 runtime_limit=260
+fi
+timeout "$train_limit" python bench/train_speed.py --preset gta5-cityscapes-r101 --method jal-wtm "${train[@]}" \
+  2>&1 | tee "$work/train.log" || echo "train_speed.py failed or ran out of time (exit $?)"
+timeout "$runtime_limit" python bench/runtime_gpu.py "${runtime[@]}" --json "$work/runtime.json" \
+  || echo "runtime_gpu.py failed or ran out of time (exit $?); the summary keeps what it measured"
+echo
+python bench/runtime_gpu.py --summary "$work/train.log" "$work/runtime.json"

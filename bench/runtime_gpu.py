@@ -1,102 +1,238 @@
 #!/usr/bin/env python
 """The runtime on a GPU: the R101 deploy graph (Enc + folded Dec2^T + upsample + argmax, uint8 frames in,
 labels out) exported with torch.export and run through jal_deploy's torch backend, fp32 and fp16/bf16
-autocast, batch 1 and 8 at 1024x512; then `jal-segment`'s pipeline end to end on a generated street video.
+autocast, batch 1 and 8 at 1024x512; the fp16/bf16 labels against fp32 on the same frames; `jal-segment`'s
+pipeline end to end on a generated street video; then the torch backend's speed options one at a time
+(eager, channels-last, + cuDNN benchmark = the default, + CUDA graphs, + torch.compile), fp16.
 
 Two numbers per setting: `backend` FPS includes the host->device copy of the frames and the device->host
 copy of the labels (what an application sees); `graph` FPS runs the module on frames already on the GPU.
-Random weights: speed does not depend on them. Target from the runtime issue: >= 200 FPS fp16.
+Random weights: speed does not depend on them. Needs torch, OpenCV and this source tree only (no ONNX
+tools, no TensorRT). Results go to --json after every measurement, so a time limit loses only the rest;
+`--summary TRAIN_LOG JSON` prints the one table bench/gpu_check.sh ends with.
 
     python bench/runtime_gpu.py                  # on a CUDA machine, from the repository root
+    python bench/runtime_gpu.py --device cpu --arch deeplabv2-r18 --width 0.125 --size 128x64 --iters 2
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from export.deploy import DeployNet
-from export.torch_program import export_program
-from jal_deploy.backends.torch_backend import TorchBackend
-from jal_deploy.job import run_job
-from jal_deploy.labels import get_protocol
-from jal_deploy.modelinfo import ModelInfo
-from jal_deploy.segmenter import Segmenter
-from jal_deploy.sources import open_source
-from jal_deploy.synth import generate_video
-from training.models import build_model
+# Torch backend options measured one by one: name -> TorchBackend keyword arguments.
+OPTIONS = {
+    "eager": {"channels_last": False, "cudnn_benchmark": False},
+    "channels_last": {"channels_last": True, "cudnn_benchmark": False},
+    "default": {},  # channels-last + cuDNN benchmark: what jal-segment uses
+    "cuda_graphs": {"cuda_graphs": True},
+    "compile": {"compile_mode": "default"},  # max-autotune tunes convs for many minutes on R101
+}
 
 
-def _sync() -> None:
+def _sync(torch) -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
 
-def timed(fn, iters: int, warmup: int) -> float:
+def timed(torch, fn, iters: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
-    _sync()
+    _sync(torch)
     start = time.perf_counter()
     for _ in range(iters):
         fn()
-    _sync()
+    _sync(torch)
     return time.perf_counter() - start
+
+
+class Results:
+    """Measurements as they come, rewritten to `path` each time (a killed run keeps what it measured)."""
+
+    def __init__(self, path: str | None, device: str):
+        self.path, self.data = path, {"device": device, "speed": [], "parity": [], "end_to_end": None}
+
+    def add(self, section: str, row) -> None:
+        if isinstance(self.data[section], list):
+            self.data[section].append(row)
+        else:
+            self.data[section] = row
+        if self.path:
+            Path(self.path).write_text(json.dumps(self.data, indent=2))
+
+
+def measure(torch, backend, frames: np.ndarray, dev: str, iters: int, warmup: int) -> dict:
+    b = len(frames)
+    on_device = torch.from_numpy(frames).to(dev)
+    seconds = timed(torch, lambda: backend(frames), iters, warmup)
+    with torch.inference_mode(), backend._autocast():
+        run = backend._replay if backend.graphs is not None else backend.module
+        graph = timed(torch, lambda: run(on_device), iters, warmup)
+    return {"backend_fps": b * iters / seconds, "graph_fps": b * iters / graph, "ms_per_batch": 1000 * seconds / iters}
+
+
+def speed_rows(torch, path, args, dev, results, precisions, options) -> None:
+    from jal_deploy.backends.torch_backend import TorchBackend
+    w, h = args.w, args.h
+    for option in options:
+        for precision in precisions:
+            try:
+                backend = TorchBackend(path, device=dev, precision=precision, **OPTIONS[option])
+            except Exception as e:  # noqa: BLE001 - a failing option is reported, the others go on
+                results.add("speed", {"option": option, "precision": precision, "batch": None, "error": str(e)[:200]})
+                continue
+            for b in args.batches:
+                frames = np.random.default_rng(0).integers(0, 256, (b, h, w, 3), dtype=np.uint8)
+                row = {"option": option, "precision": precision, "batch": b}
+                try:
+                    row.update(measure(torch, backend, frames, dev, args.iters, args.warmup))
+                except Exception as e:  # noqa: BLE001 - out of memory, compile failures...
+                    row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                results.add("speed", row)
+                print(_speed_line(row), flush=True)
+            backend = None  # free the GPU memory before the next setting
+            if dev == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _speed_line(row: dict) -> str:
+    head = f"{row['option']:13s} {row['precision']:5s} batch {row['batch']}"
+    if "error" in row:
+        return f"{head}: {row['error']}"
+    return (f"{head}: backend {row['backend_fps']:.1f} FPS, graph {row['graph_fps']:.1f} FPS, "
+            f"{row['ms_per_batch']:.2f} ms/batch")
+
+
+def parity_rows(torch, path, args, dev, results, precisions) -> None:
+    """Labels of each reduced precision against fp32 on the same random frames (random weights, so this
+    bounds the rounding effect, not accuracy)."""
+    from jal_deploy.backends.torch_backend import TorchBackend
+    frames = np.random.default_rng(1).integers(0, 256, (2, args.h, args.w, 3), dtype=np.uint8)
+    reference = TorchBackend(path, device=dev, precision="fp32")(frames)
+    for precision in precisions:
+        if precision == "fp32":
+            continue
+        labels = TorchBackend(path, device=dev, precision=precision)(frames)
+        row = {"precision": precision, "reference": "fp32", "argmax_agreement": 100.0 * float((labels == reference).mean())}
+        results.add("parity", row)
+        print(f"{precision} vs fp32: argmax agreement {row['argmax_agreement']:.3f} %", flush=True)
+
+
+def end_to_end(path, args, dev, tmp: Path, results) -> None:
+    from jal_deploy.backends.torch_backend import TorchBackend
+    from jal_deploy.job import run_job
+    from jal_deploy.segmenter import Segmenter
+    from jal_deploy.sources import open_source
+    from jal_deploy.synth import generate_video
+    video = generate_video(tmp / "street.mp4", seed=0, frames=args.video_frames, size=(args.w, args.h),
+                           progress=False)["path"]
+    precision = "fp16" if dev == "cuda" else "fp32"
+    seg = Segmenter(TorchBackend(path, device=dev, precision=precision))
+    s = run_job(seg, open_source(str(video)), tmp / "out", save=("video",), progress=False, log=lambda *_: None).stats
+    row = {"precision": precision, "fps": s.fps, "inference_fps": s.inference_fps, "frames": s.frames,
+           "ms_per_frame": s.to_dict()["ms_per_frame"]}
+    results.add("end_to_end", row)
+    print(f"end to end ({precision}, batch 1, {args.w}x{args.h} mp4v in, annotated mp4v out): {s.fps:.1f} FPS; "
+          f"inference alone {s.inference_fps:.1f} FPS; ms/frame {row['ms_per_frame']}", flush=True)
+
+
+def run(args) -> None:
+    import torch
+
+    from export.deploy import DeployNet
+    from export.torch_program import export_program
+    from jal_deploy.labels import get_protocol
+    from jal_deploy.modelinfo import ModelInfo
+    from training.models import build_model
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible to torch (pass --device cpu with a small arch to check the code path)")
+    dev = args.device
+    name = torch.cuda.get_device_name() if dev == "cuda" else "CPU"
+    results = Results(args.json, f"{name}, torch {torch.__version__}, {args.arch} at {args.w}x{args.h}")
+    tmp = Path(tempfile.mkdtemp(prefix="jal-runtime-gpu-"))
+    proto = get_protocol("19")
+    info = ModelInfo(arch=args.arch, class_names=list(proto.class_names), palette=proto.palette.tolist(),
+                     input_size=[args.w, args.h], provenance={"weights": "random (speed benchmark)"})
+    net = DeployNet(build_model(args.arch, num_classes=19, width=args.width).eval(), info.mean, info.std)
+    t = time.perf_counter()
+    path = export_program(net, info, tmp / "deploy.pt2")
+    print(f"{name}, torch {torch.__version__}; exported {args.arch} deploy graph "
+          f"({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M params) in {time.perf_counter() - t:.0f} s",
+          flush=True)
+    speed_rows(torch, path, args, dev, results, args.precisions, ["default"])
+    parity_rows(torch, path, args, dev, results, args.precisions)
+    end_to_end(path, args, dev, tmp, results)
+    extra = [o for o in args.options if o != "default"]
+    if extra:
+        speed_rows(torch, path, args, dev, results, ["fp16" if dev == "cuda" else "fp32"], extra)
+
+
+# -- the one summary table ---------------------------------------------------------------------------------------
+TRAIN_ROW = re.compile(r"^(none|fp16|bf16)\s+([\d.]+)\s+([\d.]+)\s+(\S+)\s*$")
+
+
+def train_rows(log: Path) -> list[dict]:
+    """The `amp it/s s/it peak GiB` rows bench/train_speed.py prints."""
+    rows = []
+    for line in log.read_text(errors="replace").splitlines() if log.is_file() else []:
+        found = TRAIN_ROW.match(line.strip())
+        if found:
+            rows.append({"amp": found[1], "it_s": float(found[2]), "peak_gib": found[4]})
+    return rows
+
+
+def summary(train_log: Path, runtime_json: Path) -> str:
+    data = json.loads(runtime_json.read_text()) if runtime_json.is_file() else {}
+    rows = [("training JAL+WTM", f"{'fp32' if r['amp'] == 'none' else r['amp']}",
+             f"{r['it_s']:.2f} it/s, peak {r['peak_gib']} GiB") for r in train_rows(train_log)]
+    rows = rows or [("training JAL+WTM", "-", "not measured (see its log above)")]
+    for r in data.get("speed", []):
+        setting = f"{r['precision']} batch {r['batch']} [{r['option']}]"
+        value = r.get("error") or f"{r['backend_fps']:.1f} FPS ({r['graph_fps']:.1f} graph only)"
+        rows.append(("deploy graph, torch backend", setting, value))
+    e2e = data.get("end_to_end")
+    rows.append(("jal-segment end to end", f"{e2e['precision']} batch 1" if e2e else "-",
+                 f"{e2e['fps']:.1f} FPS (inference {e2e['inference_fps']:.1f})" if e2e else "not measured"))
+    for r in data.get("parity", []):
+        rows.append(("parity on this device", f"{r['precision']} vs {r['reference']}",
+                     f"argmax agreement {r['argmax_agreement']:.3f} %"))
+    if not data.get("parity"):
+        rows.append(("parity on this device", "-", "not measured"))
+    widths = [max(len(r[i]) for r in rows + [("part", "setting", "result")]) for i in range(3)]
+    line = "| " + " | ".join(f"{{:{w}s}}" for w in widths) + " |"
+    out = [f"GPU check summary: {data.get('device', 'device unknown')}", line.format("part", "setting", "result"),
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return "\n".join(out + [line.format(*r) for r in rows])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", default="deeplabv2-r101")
+    ap.add_argument("--width", type=float, default=1.0, help="channel multiplier (small for the CPU check)")
     ap.add_argument("--size", default="1024x512")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "fp16", "bf16"])
+    ap.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS),
+                    help="torch backend options to measure (fp16); 'default' is measured for every precision")
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--video-frames", type=int, default=100)
     ap.add_argument("--device", default="cuda", help="cpu only checks the code path (use a small --arch/--size)")
+    ap.add_argument("--json", help="write the results here after every measurement")
+    ap.add_argument("--summary", nargs=2, metavar=("TRAIN_LOG", "JSON"),
+                    help="print the summary table of a train_speed.py log and a --json file, then exit")
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device visible to torch (pass --device cpu with a small arch to check the code path)")
-    dev = args.device
-    w, h = (int(v) for v in args.size.split("x"))
-    tmp = Path(tempfile.mkdtemp(prefix="jal-runtime-gpu-"))
-    proto = get_protocol("19")
-    info = ModelInfo(arch=args.arch, class_names=list(proto.class_names), palette=proto.palette.tolist(),
-                     input_size=[w, h], provenance={"weights": "random (speed benchmark)"})
-    net = DeployNet(build_model(args.arch, num_classes=19).eval(), info.mean, info.std)
-    t = time.perf_counter()
-    path = export_program(net, info, tmp / "r101.pt2")
-    print(f"{torch.cuda.get_device_name() if dev == 'cuda' else 'CPU'}, torch {torch.__version__}; exported {args.arch} deploy graph "
-          f"({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M params) in {time.perf_counter() - t:.0f} s")
-    print(f"{'precision':9s} {'batch':>5s} {'backend FPS':>12s} {'graph FPS':>10s} {'ms/batch':>9s}")
-    for precision in args.precisions:
-        backend = TorchBackend(path, device=dev, precision=precision)
-        for b in args.batches:
-            frames = np.random.default_rng(0).integers(0, 256, (b, h, w, 3), dtype=np.uint8)
-            on_gpu = torch.from_numpy(frames).to(dev)
-            try:
-                seconds = timed(lambda: backend(frames), args.iters, args.warmup)
-                with torch.inference_mode(), backend._autocast():
-                    graph = timed(lambda: backend.module(on_gpu), args.iters, args.warmup)
-            except torch.OutOfMemoryError:
-                print(f"{precision:9s} {b:5d}  out of memory")
-                continue
-            print(f"{precision:9s} {b:5d} {b * args.iters / seconds:12.1f} {b * args.iters / graph:10.1f} "
-                  f"{1000 * seconds / args.iters:9.2f}")
-        backend = None  # free the GPU memory before the next precision
-        if dev == "cuda":
-            torch.cuda.empty_cache()
-    video = generate_video(tmp / "street.mp4", seed=0, frames=args.video_frames, size=(w, h), progress=False)["path"]
-    for precision in ("fp16" if dev == "cuda" else "fp32",):
-        seg = Segmenter(TorchBackend(path, device=dev, precision=precision))
-        result = run_job(seg, open_source(str(video)), tmp / "out", save=("video",), progress=False,
-                         log=lambda *_: None)
-        s = result.stats
-        print(f"end to end ({precision}, batch 1, {w}x{h} mp4v in, annotated mp4v out): {s.fps:.1f} FPS; "
-              f"inference alone {s.inference_fps:.1f} FPS; ms/frame {s.to_dict()['ms_per_frame']}")
+    if args.summary:
+        print(summary(Path(args.summary[0]), Path(args.summary[1])))
+        return
+    args.w, args.h = (int(v) for v in args.size.split("x"))
+    run(args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ Examples:
                    "(default: half to twice the training size, batch 1-8).")
 @click.option("--workspace", default=4.0, show_default=True, help="TensorRT workspace limit in GiB.")
 @click.option("--version-compatible", is_flag=True, help="TensorRT: build a version-compatible engine.")
+@click.option("--tf32", is_flag=True, help="TensorRT fp32 engines: allow TF32 math (faster, ~1e-3 relative "
+              "error; off by default so fp32 means fp32).")
+@click.option("--trt-calibrator", is_flag=True, help="TensorRT 10 int8: calibrate the fp32 ONNX with TensorRT's "
+              "(deprecated) entropy calibrator instead of building the TensorRT Q/DQ ONNX.")
 @click.option("--hardware-compatible", is_flag=True, help="TensorRT: build for Ampere and newer GPUs.")
 @click.option("--input", "input_format", type=click.Choice(INPUTS), default=INPUTS[0], show_default=True,
               help="Raw uint8 BGR frames (normalised inside the graph) or normalised float NCHW.")
@@ -41,13 +45,14 @@ Examples:
 @click.option("--classes", type=int, help="Class count, for checkpoints without a config.")
 @click.option("--aspp-branches", type=click.IntRange(1, 4), help="2 for AdaptSegNet-trained heads.")
 def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, trt_precisions, trt_shapes, workspace,
-         version_compatible, hardware_compatible, input_format, output, static, val_root, val_limit, arch, classes,
+         version_compatible, tf32, trt_calibrator, hardware_compatible, input_format, output, static, val_root, val_limit, arch, classes,
          aspp_branches) -> None:
     """Fold WTM into Dec2^T, drop everything training-only, write artefacts and prove they match PyTorch.
 
     Each artefact is compared with the unfolded trained model (WTM applied on the fly): argmax agreement,
     max logit error (logit outputs) and the mIoU delta on --val. The report is printed and saved as
-    parity.json; an artefact below its threshold is deleted and the command fails.
+    parity.json with every artefact's status; an artefact that fails (build or parity) is deleted, the others
+    are kept, and the command fails naming it.
     """
     from export.api import ExportError, export_checkpoint
     from jal_deploy.datasets import DatasetError
@@ -66,7 +71,8 @@ def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_progr
                                     int8_calibration=int8_calibration, calibration_count=calib_count,
                                     trt_precisions=tuple(trt_precisions),
                                     trt_options={"shapes": shapes, "workspace_gib": workspace, "version_compatible": version_compatible,
-                                                 "hardware_compatible": hardware_compatible},
+                                                 "hardware_compatible": hardware_compatible, "tf32": tf32,
+                                                 "calibrator": trt_calibrator},
                                     input_format=input_format, output=output, dynamic=not static,
                                     val_root=val_root, val_limit=val_limit, arch=arch, num_classes=classes,
                                     aspp_branches=aspp_branches, log=click.echo)

@@ -8,7 +8,6 @@ defaults because they move the fewest bytes; `float_bgr_nchw` / `logits` give th
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -16,9 +15,8 @@ from torch import nn
 
 from jal_deploy.labels import get_protocol
 from jal_deploy.modelinfo import ModelInfo
-from training.checkpoints import load_weights, read_checkpoint
-from training.config import METHOD_FLAGS
-from training.models import TwoLevelSegmenter, build_model, fold_decoder
+from training.checkpoints import load_trained  # noqa: F401  (re-exported: export.deploy.load_trained)
+from training.models import TwoLevelSegmenter, fold_decoder
 
 
 class DeployNet(nn.Module):
@@ -37,47 +35,13 @@ class DeployNet(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.input_format == "uint8_bgr_nhwc":
-            x = (image.permute(0, 3, 1, 2).float() - self.mean) * self.inv_std
+            # Cast first: TensorRT's ONNX parser accepts a uint8 input only when it feeds a Cast directly.
+            x = (image.float().permute(0, 3, 1, 2) - self.mean) * self.inv_std
         else:
             x = image
         _, high = self.encoder(x)
         logits = F.interpolate(self.decoder(high), size=x.shape[-2:], mode="bilinear", align_corners=True)
         return logits.argmax(1).to(torch.uint8) if self.output == "labels" else logits
-
-
-def load_trained(path: str | Path, arch: str | None = None, num_classes: int | None = None,
-                 aspp_branches: int | None = None) -> tuple[TwoLevelSegmenter, dict]:
-    """Rebuild the trained network of a checkpoint: ours carry their build arguments; for a released
-    AdaptSegNet/ADVENT model pass `arch`, `num_classes` and `aspp_branches`."""
-    state = read_checkpoint(path)
-    state = state if isinstance(state, dict) else {}
-    build = dict(state.get("model_config") or {})
-    train_cfg = state.get("config") if isinstance(state.get("config"), dict) and "method" in state["config"] else {}
-    if not build and train_cfg:  # checkpoints written before model_config existed
-        m = train_cfg["model"]
-        build = {"arch": m["arch"], "num_classes": m["num_classes"], "width": m["width"],
-                 "aspp_branches": m["aspp_branches"], "wtm": METHOD_FLAGS[train_cfg["method"]["name"]][2],
-                 "bn_mode": m["bn_mode"], "wtm_kernel_grad": m["wtm_kernel_grad"]}
-    if not build:
-        build = {"arch": arch or "deeplabv2-r101", "num_classes": num_classes or 19,
-                 "aspp_branches": aspp_branches or 2}
-    else:
-        for key, value in (("arch", arch), ("num_classes", num_classes), ("aspp_branches", aspp_branches)):
-            if value is not None and value != build.get(key):
-                raise ValueError(f"{path} was trained with {key}={build.get(key)}, not {value}")
-    model = build_model(**build).eval()
-    report = load_weights(model, path)
-    missing = [k for k in report.missing if not k.startswith(("dec1.", "wtm1."))]  # not deployed anyway
-    if missing:
-        raise ValueError(f"{path} leaves deployed tensors missing ({len(missing)}, e.g. {missing[0]})")
-    provenance = {"checkpoint": Path(path).name, "iteration": state.get("iteration")}
-    if train_cfg:
-        provenance.update(preset=train_cfg.get("preset"), method=train_cfg["method"]["name"],
-                          source=train_cfg["data"]["source"], target="cityscapes")
-        best = state.get("best") or {}
-        if best.get("miou", -1) >= 0:
-            provenance["best_target_miou"] = best["miou"]
-    return model, {"build": build, "train": train_cfg, "provenance": provenance}
 
 
 def model_info(model: TwoLevelSegmenter, meta: dict, input_format: str, output: str, dynamic: bool,

@@ -9,12 +9,12 @@ import onnx
 import torch
 
 from jal_deploy.atomic import atomic_path
+from jal_deploy.backends.base import MAX_BATCH, MAX_SIDE, MIN_SIDE
 from jal_deploy.modelinfo import METADATA_KEY, ModelInfo
 
 from .deploy import DeployNet
 
 OPSET = 18
-MIN_SIDE, MAX_SIDE, MAX_BATCH = 32, 4096, 64
 
 
 def trace_inputs(net: DeployNet, info: ModelInfo) -> tuple[torch.Tensor, dict | None]:

@@ -29,6 +29,7 @@ class ParityReport:
     argmax_agreement: float
     miou_reference: float | None = None
     miou_artefact: float | None = None
+    tf32: bool | None = None  # TensorRT engines: whether float32 layers may compute in TF32
 
     @property
     def miou_delta(self) -> float | None:
@@ -45,7 +46,8 @@ class ParityReport:
                 "passed": self.passed}
 
     def line(self) -> str:
-        parts = [f"{self.artefact}: argmax agreement {self.argmax_agreement:.3f} % over {self.images} images"]
+        name = f"{self.artefact} (TF32 allowed)" if self.tf32 else self.artefact
+        parts = [f"{name}: argmax agreement {self.argmax_agreement:.3f} % over {self.images} images"]
         if self.max_abs_logit_error is not None:
             parts.append(f"max |logit error| {self.max_abs_logit_error:.2e}")
         if self.miou_delta is not None:

@@ -8,6 +8,8 @@
   weights, **uint8** activations (int8 activations leave most convs in fp32 on x86), MinMax calibration,
   `quant_pre_process` first, and the final Resize/ArgMax kept in float (quantising the Resize creates
   argmax ties).
+- int8 for TensorRT (`to_int8_tensorrt`): TensorRT's parser accepts only symmetric int8 Q/DQ without int32
+  bias dequantisation, so it gets its own Q/DQ model: int8 symmetric activations and weights, float biases.
 """
 from __future__ import annotations
 
@@ -67,6 +69,27 @@ class _Frames:
 
 
 def to_int8(src: str | Path, dst: str | Path, info: ModelInfo, calibration: list[np.ndarray]) -> Path:
+    """Q/DQ model for ONNX Runtime on CPU: uint8 asymmetric activations (fast on x86), per-channel int8
+    weights; TensorRT cannot read it (see `to_int8_tensorrt`)."""
+    from onnxruntime.quantization import QuantType
+    return _quantize(src, dst, info, calibration, QuantType.QUInt8, {})
+
+
+# TensorRT reads only symmetric int8 Q/DQ (zero point 0) and no int32 DequantizeLinear (quantised biases):
+# int8 activations, symmetric ranges, float biases, and weights kept in float with a Q/DQ pair (the form
+# TensorRT folds into its int8 kernels).
+TENSORRT_QDQ = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                "AddQDQPairToWeight": True}
+
+
+def to_int8_tensorrt(src: str | Path, dst: str | Path, info: ModelInfo, calibration: list[np.ndarray]) -> Path:
+    """Q/DQ model for TensorRT's explicit quantisation (int8 engines on TensorRT 10 and 11), calibrated on the
+    same frames as the CPU model. ONNX Runtime runs it too, which is how its parity is checked on CPU."""
+    from onnxruntime.quantization import QuantType
+    return _quantize(src, dst, info, calibration, QuantType.QInt8, TENSORRT_QDQ)
+
+
+def _quantize(src, dst, info: ModelInfo, calibration, activation_type, extra_options: dict) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -79,9 +102,9 @@ def to_int8(src: str | Path, dst: str | Path, info: ModelInfo, calibration: list
         keep_float = [n.name for n in model.graph.node if n.op_type in ("Resize", "ArgMax")]
         out = Path(tmp) / "int8.onnx"
         quantize_static(str(pre), str(out), _Frames(info.input_name, calibration), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, activation_type=activation_type, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-                        op_types_to_quantize=["Conv"])
+                        op_types_to_quantize=["Conv"], extra_options=extra_options)
         quantized = onnx.load(str(out))
     set_metadata(quantized, _with_precision(info, "int8"))
     onnx.checker.check_model(quantized)

@@ -18,9 +18,27 @@ import cv2
 import numpy as np
 
 from jal_deploy.backends import Backend, open_backend
+from jal_deploy.backends.base import InputRange, export_range
 from jal_deploy.labels import IGNORE, TRAINID_TO_ID, get_protocol
 
 MIN_SIDE = 32  # the exported graphs accept sides from 32 to 4096
+
+
+def fit_size(width: int, height: int, accepts: InputRange) -> tuple[int, int]:
+    """(W, H) moved inside what the backend accepts: scaled uniformly (keeping the aspect ratio) until it fits
+    where possible, then each side clamped; multiples of 8 where the range allows. E.g. a portrait frame
+    on a TensorRT engine whose profile allows heights up to 1024."""
+    if accepts.contains(1, height, width):
+        return width, height
+    (h_lo, h_hi), (w_lo, w_hi) = accepts.height, accepts.width
+    scale = min(h_hi / height if h_hi and height > h_hi else 1.0, w_hi / width if w_hi and width > w_hi else 1.0)
+    if scale == 1.0:
+        scale = max(h_lo / height, w_lo / width, 1.0)
+
+    def clamp(v, lo, hi):
+        v = max(lo, int(round(v / 8.0)) * 8)
+        return min(hi, v) if hi else v
+    return clamp(width * scale, w_lo, w_hi), clamp(height * scale, h_lo, h_hi)
 
 
 class Segmenter:
@@ -33,6 +51,12 @@ class Segmenter:
         if self.size and not info.dynamic and self.size != tuple(info.input_size):
             raise ValueError(f"this artefact has a fixed input size {info.input_size[0]}x{info.input_size[1]}; "
                              f"drop --size or export without --static")
+        # What the loaded model accepts (a TensorRT profile, a static graph...): sizes are picked inside it
+        # and larger batches split, so no call fails on a size the caller did not choose.
+        self.accepts = backend.input_range() if hasattr(backend, "input_range") else export_range(info)
+        if self.size and not self.accepts.contains(1, self.size[1], self.size[0]):
+            raise ValueError(f"--size {self.size[0]}x{self.size[1]} is outside what {backend.path or 'this model'} "
+                             f"accepts ({self.accepts.describe()})")
         self.palette_bgr = np.zeros((256, 3), np.uint8)  # ignore/unknown indices stay black
         self.palette_bgr[: info.num_classes] = np.asarray(info.palette, np.uint8)[:, ::-1]
         train_ids = np.full(256, IGNORE, np.uint8)
@@ -53,13 +77,14 @@ class Segmenter:
     # -- pre-processing ----------------------------------------------------------------------------------
     def inference_size(self, width: int, height: int) -> tuple[int, int]:
         """(W, H) the network sees for a frame of this size: --size, the fixed size of a static artefact, or
-        the training width with the frame's aspect ratio (height rounded to a multiple of 8)."""
+        the training width with the frame's aspect ratio (height rounded to a multiple of 8), moved inside the
+        sizes the model accepts (`fit_size`)."""
         if self.size:
             return self.size
         w, h = self.info.input_size
         if not self.info.dynamic:
             return w, h
-        return w, max(MIN_SIDE, int(round(height * w / width / 8.0)) * 8)
+        return fit_size(w, max(MIN_SIDE, int(round(height * w / width / 8.0)) * 8), self.accepts)
 
     def preprocess(self, frame: np.ndarray) -> np.ndarray:
         """One frame -> the graph's input layout (no batch axis), at the inference size."""
@@ -74,8 +99,11 @@ class Segmenter:
 
     # -- inference -----------------------------------------------------------------------------------------
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        """Raw backend call on a pre-processed batch."""
-        return self.backend(batch)
+        """Raw backend call on a pre-processed batch, split into calls of at most the model's batch limit."""
+        limit = self.accepts.max_batch
+        if limit is None or len(batch) <= limit:
+            return self.backend(batch)
+        return np.concatenate([self.backend(batch[i:i + limit]) for i in range(0, len(batch), limit)])
 
     # -- post-processing -------------------------------------------------------------------------------
     def postprocess(self, output: np.ndarray, width: int, height: int) -> np.ndarray:

@@ -127,22 +127,31 @@ def _tensorrt_and_gpu() -> bool:
 def test_trt_without_tensorrt_says_what_to_install_and_keeps_the_other_artefacts(checkpoint, tmp_path):
     result = CliRunner().invoke(export_main, [str(checkpoint), "--out", str(tmp_path), "--trt", "fp16"])
     assert result.exit_code == 1
-    assert "pip install 'jal-deploy[trt]'" in result.output and "other artefacts were written" in result.output
+    assert "pip install 'jal-deploy[trt-cu12]'" in result.output and "other artefacts were written" in result.output
     assert (tmp_path / "perturbed.onnx").is_file() and (tmp_path / "parity.json").is_file()
-    assert not list(tmp_path.glob("*.engine"))
+    assert not list(tmp_path.glob("*.engine*"))
+    status = json.loads((tmp_path / "parity.json").read_text())["status"]
+    assert status["onnx"]["status"] == "ok" and status["trt_fp16"]["status"] == "failed"
 
 
 @pytest.mark.skipif(not _tensorrt_and_gpu(), reason="needs the tensorrt package and an NVIDIA GPU "
                     "(TensorRT cannot be installed on the CPU CI machines)")
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_trt_engine_matches_pytorch_and_writes_its_sidecar(checkpoint, synth_root, tmp_path, precision):
-    summary = export_checkpoint(checkpoint, tmp_path, trt_precisions=(precision,), val_root=str(synth_root / "cityscapes"),
-                                val_limit=4, log=lambda *_: None)
+    data = str(synth_root / "cityscapes")
+    summary = export_checkpoint(checkpoint, tmp_path, trt_precisions=(precision,), val_root=data, val_limit=4,
+                                int8_calibration=data if precision == "int8" else None, calibration_count=4,
+                                log=lambda *_: None)
     report = {r["artefact"]: r for r in summary["parity"]}[f"perturbed.{precision}.engine"]
-    assert report["passed"]
+    assert report["passed"] and report["tf32"] == (precision != "fp32")
     sidecar = json.loads((tmp_path / f"perturbed.{precision}.engine.json").read_text())
     assert sidecar["precision"] == precision and sidecar["model_info"]["arch"] == "deeplabv2-r18"
+    assert sidecar["compute_capability"] != "unknown" and sidecar["profile"]["max"][0] == 8
     assert (tmp_path / "timing.cache").is_file()
+    from jal_deploy.segmenter import Segmenter
+    with Segmenter.from_path(tmp_path / f"perturbed.{precision}.engine") as seg:  # portrait and batch 9 fit
+        labels = seg.predict_batch([np.zeros((300, 100, 3), np.uint8)] + [np.zeros((48, 96, 3), np.uint8)] * 9)
+        assert [x.shape for x in labels] == [(300, 100)] + [(48, 96)] * 9
 
 
 def test_released_adaptsegnet_style_model_exports_its_dec2(tmp_path):

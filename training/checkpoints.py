@@ -28,6 +28,9 @@ from torch import nn
 
 from jal_deploy.atomic import atomic_path
 
+from .config import METHOD_FLAGS
+from .models import TwoLevelSegmenter, build_model
+
 CHECKPOINT_FORMAT = "jal-deploy"
 FORMATS = ("auto", "jal", "deeplab-init", "deeplab", "torchvision-vgg16", "d-adaptsegnet", "d-advent")
 _HEAD_PREFIXES = ("dec1.", "dec2.")
@@ -182,3 +185,42 @@ def _state_dict_of_file(path: str | Path) -> tuple[dict[str, torch.Tensor], bool
     except CheckpointError as e:
         msg = str(e)
         raise CheckpointError(msg if str(path) in msg else f"{path}: {msg}") from None
+
+
+def load_trained(path: str | Path, arch: str | None = None, num_classes: int | None = None,
+                 aspp_branches: int | None = None) -> tuple[TwoLevelSegmenter, dict]:
+    """Build and load, in eval mode, the trained network of a checkpoint: ours carry their build arguments;
+    for a released AdaptSegNet/ADVENT model pass `arch`, `num_classes` and `aspp_branches`.
+
+    Returns (model, meta) with meta = {'build': build_model kwargs, 'train': the run's config (or {}),
+    'provenance': checkpoint name, iteration, preset, method, datasets, best target mIoU}.
+    """
+    state = read_checkpoint(path)
+    state = state if isinstance(state, dict) else {}
+    build = dict(state.get("model_config") or {})
+    train_cfg = state.get("config") if isinstance(state.get("config"), dict) and "method" in state["config"] else {}
+    if not build and train_cfg:  # checkpoints written before model_config existed
+        m = train_cfg["model"]
+        build = {"arch": m["arch"], "num_classes": m["num_classes"], "width": m["width"],
+                 "aspp_branches": m["aspp_branches"], "wtm": METHOD_FLAGS[train_cfg["method"]["name"]].wtm,
+                 "bn_mode": m["bn_mode"], "wtm_kernel_grad": m["wtm_kernel_grad"]}
+    if not build:
+        build = {"arch": arch or "deeplabv2-r101", "num_classes": num_classes or 19,
+                 "aspp_branches": aspp_branches or 2}
+    else:
+        for key, value in (("arch", arch), ("num_classes", num_classes), ("aspp_branches", aspp_branches)):
+            if value is not None and value != build.get(key):
+                raise ValueError(f"{path} was trained with {key}={build.get(key)}, not {value}")
+    model = build_model(**build).eval()
+    report = load_weights(model, path)
+    missing = [k for k in report.missing if not k.startswith(("dec1.", "wtm1."))]  # not deployed anyway
+    if missing:
+        raise ValueError(f"{path} leaves deployed tensors missing ({len(missing)}, e.g. {missing[0]})")
+    provenance = {"checkpoint": Path(path).name, "iteration": state.get("iteration")}
+    if train_cfg:
+        provenance.update(preset=train_cfg.get("preset"), method=train_cfg["method"]["name"],
+                          source=train_cfg["data"]["source"], target="cityscapes")
+        best = state.get("best") or {}
+        if best.get("miou", -1) >= 0:
+            provenance["best_target_miou"] = best["miou"]
+    return model, {"build": build, "train": train_cfg, "provenance": provenance}

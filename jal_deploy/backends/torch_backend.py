@@ -17,7 +17,12 @@ EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, path: str | Path, device: str = "auto", precision: str = "fp32", threads: int | None = None):
+    def __init__(self, path: str | Path, device: str = "auto", precision: str = "fp32", threads: int | None = None,
+                 channels_last: bool = True, cudnn_benchmark: bool = True, cuda_graphs: bool = False,
+                 compile_mode: str | None = None):
+        """GPU speed options (ignored on CPU), measured one by one by bench/runtime_gpu.py: channels-last
+        weights, cuDNN benchmark mode, CUDA graphs (one graph per input shape, replayed) and torch.compile
+        (`compile_mode`: 'default', 'max-autotune-no-cudagraphs', ...)."""
         super().__init__()
         try:
             import torch
@@ -42,13 +47,18 @@ class TorchBackend(Backend):
         except (ModelInfoError, TypeError) as e:
             raise BackendError(f"{self.path} carries no jal-deploy model metadata ({e}): export it with jal-export")
         self.module = program.module().to(self.device)
-        if self.device == "cuda":
+        on_gpu = self.device == "cuda"
+        if on_gpu and channels_last:
             # NHWC frames permuted to NCHW are channels-last in memory already; channels-last weights keep
-            # cuDNN on its tensor-core NHWC kernels, and benchmark mode picks them once per input size.
+            # cuDNN on its tensor-core NHWC kernels.
             self.module = self.module.to(memory_format=torch.channels_last)
-            torch.backends.cudnn.benchmark = True
+        if on_gpu:
+            torch.backends.cudnn.benchmark = cudnn_benchmark  # picks the fastest kernels once per input size
+        if compile_mode:
+            self.module = torch.compile(self.module, mode=compile_mode, dynamic=False)
         self.precision = precision
         self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.graphs: dict | None = {} if (on_gpu and cuda_graphs) else None  # (shape, dtype) -> (graph, in, out)
 
     def _autocast(self):
         if self.dtype is None:
@@ -60,12 +70,34 @@ class TorchBackend(Backend):
         x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, non_blocking=True)
         try:
             with torch.inference_mode(), self._autocast():
-                out = self.module(x)
+                out = self.module(x) if self.graphs is None else self._replay(x)
         except Exception as e:  # torch.export guards (batch/size outside the declared range) raise here
             raise self.shape_error(batch, e) from None
         if out.is_floating_point():
             out = out.float()
         return out.cpu().numpy()
+
+    def _replay(self, x):
+        """Run through a CUDA graph captured for this input shape: one launch instead of hundreds of kernels,
+        which is what batch 1 is bound by. The output tensor is reused by the next call, so it is cloned."""
+        torch = self.torch
+        key = (tuple(x.shape), x.dtype)
+        if key not in self.graphs:
+            static_in = x.clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(2):  # warm up (cuDNN benchmark, allocator) outside the capture
+                    self.module(static_in)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = self.module(static_in)
+            self.graphs[key] = (graph, static_in, static_out)
+        graph, static_in, static_out = self.graphs[key]
+        static_in.copy_(x)
+        graph.replay()
+        return static_out.clone()
 
     def describe(self) -> str:
         return f"torch {self.torch.__version__} on {self.device} ({self.precision} {'autocast' if self.dtype else ''})".strip()
