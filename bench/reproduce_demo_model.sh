@@ -12,7 +12,8 @@ VAL="$WORK/data/eval-seed0/cityscapes"
 # The demo model's protocol: synthetic-tiny, 200 frames of data seed 0, 1500 + 400 iterations, scored on the
 # 100 val frames of seed 0 (the bench's current defaults differ: see the README's synthetic benchmark).
 python bench/synthetic_ablation.py --out "$WORK" --seeds 0 --rows source-only jal-wtm --preset synthetic-tiny \
-  --frames 200 --pretrain-iters 1500 --adapt-iters 400 --eval-every 100 --eval-seed 0 --eval-frames 100
+  --frames 200 --pretrain-iters 1500 --adapt-iters 400 --eval-every 100 --pretrain-eval-every 1500 \
+  --eval-seed 0 --eval-frames 100
 jal-export "$WORK/seed0/jal-wtm/checkpoints/last.pth" --out "$WORK/export" --int8 "$WORK/data/train-seed0/cityscapes" \
   --val "$VAL" --val-limit 100
 jal-export "$WORK/seed0/source-only/checkpoints/last.pth" --out "$WORK/export-source-only" --val "$VAL" --val-limit 100

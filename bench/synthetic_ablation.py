@@ -70,6 +70,7 @@ class Protocol:
     adapt_lr: float = 2.5e-3
     adapt_lr_wtm: float = 1e-3
     eval_every: int = 250
+    pretrain_eval_every: int = 0    # 0: as eval_every (the pretraining curves: oracle mIoU against time)
     last_k: int = 3
     overrides: tuple[str, ...] = ()
 
@@ -166,7 +167,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         pre_method = "oracle" if row == "oracle" else "source-only"
         pre_dir = out / f"seed{seed}" / pre_runs[pre_method]
         pre = _merge(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
-                            "run": {"eval_every": p.pretrain_iters, "save_every": p.pretrain_iters}})
+                            "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
+                                    "save_every": p.pretrain_iters}})
         train(pre_dir, pre, p.preset)
         ov = _merge(base, {"method": {"name": row}, "model": {"init": str(pre_dir / "checkpoints" / "last.pth"),
                                                              "bn_mode": "frozen"},

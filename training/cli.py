@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
 import click
 
+from jal_deploy.atomic import write_text
+from jal_deploy.cli.options import size as size_option
 from jal_deploy.datasets import DatasetError
 from training.checkpoints import FORMATS, CheckpointError, load_weights
 from training.config import METHODS, ConfigError, apply_overrides, from_dict, parse_set, preset_names, resolve
@@ -22,6 +25,9 @@ Examples:
   jal-train --out runs/r101 --resume --stop-at 200000          # go further than the first --stop-at
   jal-train --out runs/r101 --resume-from checkpoints/iter_0100000.pth   # if last.pth is damaged
   torchrun --nproc_per_node 4 -m training.cli --preset ... --out ...   # multi-GPU (DDP)
+  jal-train pseudo-label runs/r101/checkpoints/last.pth --target /data/cityscapes --out pl/r101
+  jal-train self-train runs/r101/checkpoints/last.pth --preset gta5-cityscapes-r101-ssl --rounds 2 --out runs/ssl
+  jal-train select runs/r101 --by d-prob                      # pick a snapshot without target labels
 """
 
 
@@ -43,7 +49,8 @@ def main(ctx, preset, out, method, iters, stop_at, resume, resume_from, sets, no
     """Train DeepLab-v2 with JAL + WTM (AAAI 2020) for GTA5/SYNTHIA -> Cityscapes adaptation.
 
     Runs one row of the paper's Table 4 (--method) with a preset's architecture and hyper-parameters.
-    Also: `jal-train archs` lists the networks, `jal-train inspect-weights` checks a checkpoint loads.
+    Also: `jal-train archs` lists the networks, `jal-train inspect-weights` checks a checkpoint loads,
+    `pseudo-label` / `self-train` run self-training, `select` picks a snapshot without target labels.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -137,6 +144,163 @@ def inspect_weights(checkpoint: str, arch: str, classes: int, fmt: str, aspp_bra
         raise click.ClickException(str(e)) from None
     click.echo(str(report))
     click.echo("backbone: complete" if report.backbone_complete else "backbone: INCOMPLETE (see missing keys)")
+
+
+def _command(name: str, *args, **options) -> str:
+    """The command line that reproduces a run, for the JSON it writes."""
+    parts = ["jal-train", name, *map(str, args)]
+    for key, value in options.items():
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif value not in (None, False, "", ()):
+            values = value if isinstance(value, (list, tuple)) and key == "set" else [value]
+            for v in values:
+                parts += [flag, "x".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+    return shlex.join(parts)
+
+
+def _pseudo_options(split="train", list_file="", cap=0.9, percentile=50.0, flip=False, batch=1, size=None,
+                    device="auto"):
+    from training.pseudo_labels import PseudoLabelOptions
+
+    return PseudoLabelOptions(split=split, list_file=list_file or "", cap=cap, percentile=percentile, flip=flip,
+                              batch=batch, size=tuple(size or ()), device=device)
+
+
+_PSEUDO_OPTIONS = [
+    click.option("--cap", type=click.FloatRange(0, 1, min_open=True), default=0.9, show_default=True,
+                 help="Highest class threshold."),
+    click.option("--percentile", type=click.FloatRange(0, 100), default=50.0, show_default=True,
+                 help="Class threshold = this percentile of the confidences of the pixels predicted as the class."),
+    click.option("--flip", is_flag=True, help="Average the prediction of each image and its mirror image."),
+    click.option("--batch", type=click.IntRange(1), default=1, show_default=True, help="Images per forward pass."),
+    click.option("--size", callback=size_option, metavar="WxH",
+                 help="Network input size (default: the checkpoint's data.target_size)."),
+    click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+]
+
+
+def _with(options):
+    def wrap(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return wrap
+
+
+@main.command("pseudo-label")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.option("--target", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Cityscapes-format target tree.")
+@click.option("--split", default="train", show_default=True, help="Split of --target to label.")
+@click.option("--list", "list_file", default="", help="List file restricting the images (AdaptSegNet format).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="The pseudo-label tree to write.")
+@_with(_PSEUDO_OPTIONS)
+@click.option("--no-progress", is_flag=True)
+def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, flip, batch, size, device, no_progress):
+    """Write pseudo labels of CHECKPOINT's deployed decoder for the --target images, as a Cityscapes tree.
+
+    Class-balanced thresholds as Bidirectional Learning: per class, the median confidence of the pixels
+    predicted as that class, capped at 0.9; pixels below become ignore. Resumable: run it again to finish.
+
+    \b
+    Example:
+      jal-train pseudo-label runs/r101/checkpoints/last.pth --target /data/cityscapes --out pl/r101 --flip
+    """
+    from training.pseudo_labels import PseudoLabelError, make_pseudo_labels
+
+    command = _command("pseudo-label", checkpoint, target=target, split=split, list=list_file, out=out, cap=cap,
+                       percentile=percentile, flip=flip, size=size)
+    try:
+        make_pseudo_labels(checkpoint, target, out, _pseudo_options(split, list_file, cap, percentile, flip, batch,
+                                                                    size, device),
+                           progress=not no_progress, command=command, log=click.echo)
+    except (PseudoLabelError, DatasetError, CheckpointError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"Wrote {out} (thresholds and statistics in {out}/pseudo_labels.json). Next: train on it with\n"
+               f"  jal-train --preset PRESET --out RUN --set method.self_training=true --set data.target_labels={out} "
+               f"--set model.init={checkpoint}")
+
+
+@main.command("self-train")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, exists=True))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder of the rounds.")
+@click.option("--rounds", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--preset", help="Preset of the training runs (default: the checkpoint's own config).")
+@click.option("--method", type=click.Choice(METHODS), help="Method trained with the pseudo labels.")
+@click.option("--iters", type=click.IntRange(1), help="Schedule length of each round.")
+@click.option("--stop-at", type=click.IntRange(0), help="Early stop of each round.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key of every round.")
+@_with(_PSEUDO_OPTIONS)
+@click.option("--no-progress", is_flag=True)
+def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, cap, percentile, flip, batch,
+                       size, device, no_progress):
+    """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
+
+    Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
+
+    \b
+    Example:
+      jal-train self-train runs/jal-wtm/checkpoints/last.pth --preset synthetic-bench-ssl --rounds 2 --out runs/ssl
+    """
+    from training.engine import TrainingError
+    from training.pseudo_labels import PseudoLabelError
+    from training.self_training import RoundInterrupted, self_train
+
+    try:
+        overrides = parse_set(list(sets))
+        for key, value in (("method.name", method), ("optim.iters", iters), ("optim.stop_at", stop_at)):
+            if value is not None:
+                section, name = key.split(".")
+                overrides.setdefault(section, {})[name] = value
+        summaries = self_train(checkpoint, out, rounds, preset or "", overrides,
+                               _pseudo_options("train", "", cap, percentile, flip, batch, size, device),
+                               progress=not no_progress, log=click.echo)
+    except RoundInterrupted as e:
+        click.echo(str(e))
+        sys.exit(130)
+    except (ConfigError, TrainingError, PseudoLabelError, DatasetError, CheckpointError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    for s in summaries:
+        precision = (s["pseudo"].get("precision") or {}).get("overall")
+        miou = ", ".join(f"mIoU{p} {100 * r['miou']:.2f}" for p, r in s["eval"].items())
+        click.echo(f"round {s['round']}: pseudo labels kept {100 * s['pseudo']['kept_total']:.1f}% of pixels"
+                   + (f" (precision {100 * precision:.1f}%)" if precision is not None else "")
+                   + (f"; target val {miou}" if miou else "") + f"; model {s['checkpoint']}")
+    click.echo(f"Next: jal-export {summaries[-1]['checkpoint']} --out models/ssl")
+
+
+@main.command("select")
+@click.argument("run", type=click.Path(file_okay=False, exists=True))
+@click.option("--by", type=click.Choice(("d-prob", "entropy", "last")), default="d-prob", show_default=True,
+              help="d-prob: highest mean D2 source-probability on target maps; entropy: lowest mean prediction "
+                   "entropy; last: the newest snapshot.")
+@click.option("--val-root", default="", help="Cityscapes-format tree to score on (default: the run's val tree).")
+@click.option("--limit", type=click.IntRange(0), default=0, help="Score on the first N val images (0 = the run's).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Also write the scores to this file.")
+@click.option("--no-progress", is_flag=True)
+def select(run, by, val_root, limit, device, json_out, no_progress):
+    """Pick a snapshot of RUN without target labels (the paper's Fig. 3 signal, or prediction entropy).
+
+    Scores the snapshots the run kept (iter_*.pth, last.pth): train with a larger run.keep to choose among
+    more. When the val images have labels, each snapshot's mIoU is shown beside the pick for comparison.
+
+    \b
+    Example:
+      jal-train select runs/r101 --by d-prob --json runs/r101/selection.json
+    """
+    from training.selection import SelectionError, format_selection, select_snapshot
+
+    try:
+        result = select_snapshot(run, by, val_root=val_root, limit=limit, device=device, progress=not no_progress)
+    except (SelectionError, DatasetError, CheckpointError, ConfigError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(format_selection(result))
+    if json_out:
+        write_text(json_out, json.dumps(result, indent=1))
+    click.echo(f"Next: jal-export {Path(run) / 'checkpoints' / (result['choice'] + '.pth')} --out models/selected")
 
 
 if __name__ == "__main__":  # torchrun -m training.cli

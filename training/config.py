@@ -20,6 +20,7 @@ class Method(NamedTuple):
     jal: bool
     wtm: str                 # WTM levels: none | low | high | both
     labels: str = "source"   # source | target
+    self_training: bool = False  # target images also get a segmentation loss on pseudo labels
 
 
 # Table 4 of the paper, one row per method name, plus the benchmark's upper bound (`oracle`: the source-only
@@ -71,6 +72,8 @@ class DataConfig:
     val_split: str = "val"
     val_list: str = ""
     val_limit: int = 0        # 0 = the whole split
+    target_labels: str = ""   # self-training: a Cityscapes-format pseudo-label tree (`jal-train pseudo-label`)
+    fda_beta: float = 0.0     # Fourier domain adaptation of source images (0 = off; FDA publishes 0.01)
     protocol: str = "19"      # the training classes: 19 (GTA5) or 16 (SYNTHIA)
     eval_protocols: tuple[str, ...] = ("19",)
     scale: tuple[float, float] = ()
@@ -93,6 +96,8 @@ class MethodConfig:
     lambda_jal: float = 2e-4  # the paper leaves it open; D1 is the low-level discriminator, so its weight
     lambda_adv_wtm1: float = 2e-4
     lambda_adv_wtm2: float = 1e-3
+    self_training: bool = False     # add the pseudo-label loss on target images to any method but the oracle
+    lambda_seg_target: float = 1.0  # its weight (Bidirectional Learning: 1, as the source segmentation loss)
 
 
 @dataclass
@@ -134,8 +139,8 @@ class TrainConfig:
 
     @property
     def flags(self) -> Method:
-        """What the method trains: (adversarial, jal, wtm levels, labels)."""
-        return METHOD_FLAGS[self.method.name]
+        """What the method trains: the row of METHOD_FLAGS, plus self-training when switched on."""
+        return METHOD_FLAGS[self.method.name]._replace(self_training=self.method.self_training)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -145,6 +150,15 @@ class TrainConfig:
             raise ConfigError(f"method.name must be one of {', '.join(METHODS)}, got {self.method.name!r}")
         if self.run.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"run.amp must be none, bf16 or fp16, got {self.run.amp!r}")
+        if self.method.self_training and self.method.name == "oracle":
+            raise ConfigError("method.self_training: the oracle already trains on target labels")
+        if self.method.self_training != bool(self.data.target_labels):
+            raise ConfigError("method.self_training=true and data.target_labels=DIR go together (a pseudo-label "
+                              "tree written by `jal-train pseudo-label`)")
+        if not 0.0 <= self.data.fda_beta < 0.5:
+            raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
+        if self.data.fda_beta and self.method.name == "oracle":
+            raise ConfigError("data.fda_beta restyles source images; the oracle reads none")
         if self.optim.stop_at and self.optim.stop_at > self.optim.iters:
             raise ConfigError(f"optim.stop_at ({self.optim.stop_at}) is past optim.iters ({self.optim.iters})")
         return self
@@ -205,7 +219,9 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name: str) -> dict:
+def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
+    """The preset's sections; `base: OTHER` at its top inherits OTHER's values, which the preset overrides key
+    by key (so a derived preset follows later changes of its base)."""
     path = Path(name)
     if not path.is_file():
         path = PRESET_DIR / f"{name}.yaml"
@@ -214,7 +230,20 @@ def load_preset(name: str) -> dict:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"preset {path} must be a mapping of sections")
-    return data
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    if str(path.resolve()) in _seen:
+        raise ConfigError(f"preset {path}: `base:` chain loops back to itself")
+    base_path = path.parent / f"{base}.yaml" if (path.parent / f"{base}.yaml").is_file() else base
+    return _merge(load_preset(str(base_path), _seen + (str(path.resolve()),)), data)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def parse_set(items: list[str]) -> dict:

@@ -9,7 +9,7 @@ number of workers or processes, and a resumed run continues the exact stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -35,17 +35,18 @@ class Augment:
 
 class SegmentationDataset(Dataset):
     """Items: {'image': float32 (3, H, W) BGR minus mean, 'label': int64 (H, W) protocol indices or absent,
-    'name': str, 'index': int}."""
+    'name': str, 'index': int}. `style(image, virtual_index)`, when given, restyles each image after the
+    augmentation (e.g. `training.fda.FourierStyle`)."""
 
     def __init__(self, root, fmt: str, split: str | None = None, list_file=None, labelled: bool = True,
                  augment: Augment = Augment(), protocol: str = "19", seed: int = 0,
                  resize_label: bool = True, mean: Sequence[float] = IMG_MEAN_BGR, limit: int | None = None,
-                 cache: bool = False):
+                 cache: bool = False, style: Callable[[np.ndarray, int], np.ndarray] | None = None):
         self.samples = find_samples(root, fmt, split=split, list_file=list_file, require_labels=labelled)
         if limit is not None:
             self.samples = self.samples[:limit]
         self.fmt, self.labelled, self.augment, self.seed = fmt, labelled, augment, seed
-        self.resize_label = resize_label
+        self.resize_label, self.style = resize_label, style
         self.lut = get_protocol(protocol).from_trainid19
         self.mean = np.asarray(mean, dtype=np.float32)
         # Decoded frames after the base resize, kept in memory: on a small CPU decoding and bicubic resizing
@@ -68,6 +69,8 @@ class SegmentationDataset(Dataset):
             if self.cache is not None:
                 self.cache[index] = (image, label)
         image, label = self._transform(image, label, rng)
+        if self.style is not None:
+            image = self.style(image, virtual_index)
         item = {"image": torch.from_numpy(np.ascontiguousarray((image.astype(np.float32) - self.mean)
                                                                .transpose(2, 0, 1))),
                 "name": sample.name, "index": virtual_index}

@@ -14,12 +14,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from jal_deploy.atomic import stale_temp_files, write_text
+from jal_deploy.datasets import find_samples
 
 from . import checkpoints as ckpt
 from .config import TrainConfig, from_dict
 from .data import Augment, InfiniteSampler, SegmentationDataset, worker_init
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
+from .fda import FourierStyle
 from .losses import adv_loss, dis_loss, seg_loss, upsample
 from .models import Discriminator, build_model
 from .optim import parameter_groups, sgd_param_groups
@@ -52,7 +54,10 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                  resume_from: str | Path | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.adversarial, self.jal, wtm, self.labels_from = cfg.flags
+        flags = cfg.flags
+        self.adversarial, self.jal, self.labels_from, self.self_training = (
+            flags.adversarial, flags.jal, flags.labels, flags.self_training)
+        wtm = flags.wtm
         run = cfg.run
         if run.threads:
             torch.set_num_threads(run.threads)
@@ -132,12 +137,15 @@ class Trainer:
         else:
             labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
                                            list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
-                                           cache=d.cache)
+                                           cache=d.cache, style=self._fda_style())
         start = self.iteration * d.batch_size
         self.source_iter = self._loader(labelled, seed, start)  # the labelled stream (Eq. 1)
         self.target_iter = None
-        if self.adversarial:  # source-only never reads target images (no BN or other leak)
-            target = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
+        if self.adversarial or self.self_training:  # source-only never reads target images (no BN or other leak)
+            # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
+            # the adversarial terms then use the same target batch, as Bidirectional Learning does.
+            root = d.target_labels if self.self_training else d.target_root
+            target = SegmentationDataset(root, "cityscapes", split="train", labelled=self.self_training,
                                          list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
                                          augment=target_aug, cache=d.cache)
             self.target_iter = self._loader(target, seed + 1, start)
@@ -145,6 +153,16 @@ class Trainer:
                                   list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
                                   protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
         self.val_loader = DataLoader(val, batch_size=1, num_workers=min(d.workers, 2))
+
+    def _fda_style(self) -> FourierStyle | None:
+        """Source images restyled with a target train image's low-frequency amplitude (data.fda_beta > 0)."""
+        d = self.cfg.data
+        if d.fda_beta <= 0:
+            return None
+        targets = find_samples(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
+                               require_labels=False)
+        return FourierStyle([s.image for s in targets], d.fda_beta, seed=self.cfg.run.seed + 2,
+                            size=tuple(d.target_size) or None, cache=d.cache)
 
     def _loader(self, dataset, seed: int, start: int):
         d = self.cfg.data
@@ -187,6 +205,27 @@ class Trainer:
                 g["lr"] = lr_wtm
         return {"lr": lr, "lr_d": lr_d if self.adversarial else None, "lr_wtm": lr_wtm if self.opt_wtm else None}
 
+    def _pseudo_label_terms(self, out: dict, labels: torch.Tensor) -> tuple[dict, dict]:
+        """Self-training: Eq. 1 on target images with their pseudo labels, through the target decoders (Dec^T
+        where the model has a WTM: the decoder that is deployed on target images)."""
+        mth = self.cfg.method
+        terms = {"seg1_tgt": seg_loss(out.get("low_t", out["low"]).float(), labels),
+                 "seg2_tgt": seg_loss(out.get("high_t", out["high"]).float(), labels)}
+        lam = mth.lambda_seg_target
+        return terms, {"seg1_tgt": lam * mth.lambda_seg1, "seg2_tgt": lam * mth.lambda_seg2}
+
+    def _adversarial_terms(self, pt: dict) -> tuple[dict, dict]:
+        """Eqs. 3-5 and 9 on the target softmax maps `pt`: each term and its weight."""
+        mth = self.cfg.method
+        adv = {"adv1": adv_loss(self.discs["d1"], pt["low"]), "adv2": adv_loss(self.discs["d2"], pt["high"])}
+        weights = {"adv1": mth.lambda_adv1, "adv2": mth.lambda_adv2}
+        if self.jal:  # Eq. 5: the high-level target map must also fool D1 (trained on low maps only)
+            adv["jal"], weights["jal"] = adv_loss(self.discs["d1"], pt["high"]), mth.lambda_jal
+        for key, out, lam in (("adv_wtm1", "low_t", mth.lambda_adv_wtm1), ("adv_wtm2", "high_t", mth.lambda_adv_wtm2)):
+            if out in pt:  # Eq. 9 through D_wtm
+                adv[key], weights[key] = adv_loss(self.discs["d_wtm"], pt[out]), lam
+        return adv, weights
+
     def train_step(self) -> dict:
         mth, it = self.cfg.method, self.iteration
         row = {"iteration": it + 1, **self._set_lrs(it)}
@@ -205,24 +244,24 @@ class Trainer:
         self._check({k: v.item() for k, v in terms.items()})
         self._backward(mth.lambda_seg1 * terms["seg1"] + mth.lambda_seg2 * terms["seg2"])
 
-        if self.adversarial:
-            xt = self._to_device(next(self.target_iter)["image"])
+        if self.target_iter is not None:
+            batch_t = next(self.target_iter)
+            xt = self._to_device(batch_t["image"])
             with self._autocast():
                 tgt = model(xt)
-                pt = {k: F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1) for k, v in tgt.items()}
-                adv = {"adv1": adv_loss(self.discs["d1"], pt["low"]),
-                       "adv2": adv_loss(self.discs["d2"], pt["high"])}
-                weights = {"adv1": mth.lambda_adv1, "adv2": mth.lambda_adv2}
-                if self.jal:  # Eq. 5: the high-level target map must also fool D1 (trained on low maps only)
-                    adv["jal"], weights["jal"] = adv_loss(self.discs["d1"], pt["high"]), mth.lambda_jal
-                for key, out, lam in (("adv_wtm1", "low_t", mth.lambda_adv_wtm1),
-                                      ("adv_wtm2", "high_t", mth.lambda_adv_wtm2)):
-                    if out in pt:  # Eq. 9 through D_wtm
-                        adv[key], weights[key] = adv_loss(self.discs["d_wtm"], pt[out]), lam
-            self._check({k: v.item() for k, v in adv.items()})
-            self._backward(sum(weights[k] * v for k, v in adv.items()))
-            terms.update(adv)
+                losses, weights = {}, {}
+                if self.self_training:
+                    losses, weights = self._pseudo_label_terms(tgt, batch_t["label"].to(self.device))
+                if self.adversarial:
+                    pt = {k: F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1) for k, v in tgt.items()}
+                    adv, adv_weights = self._adversarial_terms(pt)
+                    losses.update(adv)
+                    weights.update(adv_weights)
+            self._check({k: v.item() for k, v in losses.items()})
+            self._backward(sum(weights[k] * v for k, v in losses.items()))
+            terms.update(losses)
 
+        if self.adversarial:
             _set_requires_grad(discs, True)
             ps = {k: F.softmax(upsample(v.detach().float(), xs.shape[-2:]), dim=1) for k, v in src.items()}
             pairs = {"d1": "low", "d2": "high"}
@@ -238,7 +277,7 @@ class Trainer:
                 average_gradients(self.discs[name], self.env)
 
         self.scaler.step(self.opt_g)
-        if self.opt_wtm is not None and self.adversarial:
+        if self.opt_wtm is not None and (self.adversarial or self.self_training):
             self.scaler.step(self.opt_wtm)
         for name in self._disc_names_active():
             self.scaler.step(self.opt_d[name])
@@ -290,9 +329,12 @@ class Trainer:
         # The init file only matters at the start: a moved or renamed init does not block a resume.
         arch_keys = [k for k in vars(self.cfg.model) if not k.startswith("init")]
         same_model = all(getattr(saved.model, k) == getattr(self.cfg.model, k) for k in arch_keys)
-        if not same_model or saved.method.name != self.cfg.method.name:
+        same_method = (saved.method.name, saved.method.self_training) == (self.cfg.method.name,
+                                                                           self.cfg.method.self_training)
+        if not same_model or not same_method:
             raise TrainingError(f"--resume: {path} was trained with another model or method "
-                                f"({saved.model.arch}, {saved.method.name}); use a new --out folder")
+                                f"({saved.model.arch}, {saved.method.name}"
+                                f"{' + self-training' if saved.method.self_training else ''}); use a new --out folder")
         self.model.load_state_dict(state["model"])
         for n, d in self.discs.items():
             d.load_state_dict(state["discriminators"][n])
@@ -385,7 +427,7 @@ class Trainer:
                 bar.update(1)
                 if log and due(cfg.run.log_every):
                     log.log_train(row)
-                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "adv2", "jal", "adv_wtm2", "d2")
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "seg2_tgt", "adv2", "jal", "adv_wtm2", "d2")
                                      if row.get(k) is not None})
                 if self.env.is_main and due(cfg.run.eval_every):
                     results = self._evaluate_and_select(log)

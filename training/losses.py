@@ -21,7 +21,10 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: pixel-wise cross-entropy on source labels (255 ignored), logits upsampled to label size."""
+    """Eq. 1: pixel-wise cross-entropy on source labels (255 ignored), logits upsampled to label size.
+    A batch whose pixels are all ignored (a crop of rejected pseudo labels) gives 0, not cross-entropy's NaN."""
+    if not bool((labels != IGNORE).any()):
+        return logits.sum() * 0.0
     return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, ignore_index=IGNORE)
 
 

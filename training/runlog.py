@@ -9,7 +9,8 @@ from pathlib import Path
 
 from jal_deploy.atomic import write_text
 
-LOSS_TERMS = ("seg1", "seg2", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1", "d2", "d_wtm")
+LOSS_TERMS = ("seg1", "seg2", "seg1_tgt", "seg2_tgt", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1", "d2",
+              "d_wtm")
 D_STATS = tuple(f"{d}_{s}" for d in ("d1", "d2", "d_wtm") for s in ("acc_source", "acc_target", "p_target"))
 TRAIN_COLUMNS = ("iteration", "lr", "lr_d", "lr_wtm", *LOSS_TERMS, *D_STATS, "sec_per_iter")
 
@@ -26,6 +27,7 @@ class RunLog:
         # A resumed run drops rows logged after its checkpoint, so the log has no duplicated iterations.
         for path in (self.train_path, self.eval_path):
             _truncate_after(path, start_iteration)
+        _upgrade_header(self.train_path, TRAIN_COLUMNS)
         self.eval_columns: list[str] | None = None
         self.tb = None
         if tensorboard:
@@ -67,6 +69,22 @@ class RunLog:
     def close(self) -> None:
         if self.tb:
             self.tb.close()
+
+
+def _upgrade_header(path: Path, columns) -> None:
+    """A run logged by an older version (fewer loss columns) keeps its rows, re-laid under today's header."""
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    if reader.fieldnames is None or list(reader.fieldnames) == list(columns):
+        return
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
+    writer.writerows([[r.get(c) or "" for c in columns] for r in rows])
+    write_text(path, buf.getvalue())
 
 
 def _truncate_after(path: Path, iteration: int) -> None:

@@ -1,0 +1,213 @@
+"""Pseudo labels (class-balanced thresholds, Cityscapes tree, resume, precision), self-training, rounds, presets."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from jal_deploy.datasets import check_tree, find_samples, read_label, read_raw_label
+from jal_deploy.labels import IGNORE
+from tests.test_training import read_rows, tiny_cfg
+from training.checkpoints import load_trained
+from training.cli import main as train_main
+from training.config import ConfigError, load_preset, resolve
+from training.engine import Trainer, TrainingError
+from training.evaluate import deployed_output
+from training.pseudo_labels import (N_BINS, PseudoLabelError, PseudoLabelOptions, class_thresholds,
+                                    make_pseudo_labels)
+from training.self_training import self_train
+
+QUIET = {"progress": False, "log": lambda *_: None}
+
+
+@pytest.fixture(scope="module")
+def adapted(synth_root, tmp_path_factory):
+    """A (2-iteration) JAL+WTM checkpoint with WTM2 moved off the identity, so Dec2^T differs from Dec2."""
+    trainer = Trainer(tiny_cfg(synth_root, "jal-wtm", iters=2), tmp_path_factory.mktemp("adapted"), progress=False)
+    trainer.run()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        trainer.model.wtm2.conv.weight.add_(0.05 * torch.randn_like(trainer.model.wtm2.conv.weight))
+    return trainer.save("adapted.pth")
+
+
+@pytest.fixture(scope="module")
+def pseudo(synth_root, adapted, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pseudo") / "pl"
+    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", out, PseudoLabelOptions(batch=4), **QUIET)
+    return out, summary
+
+
+def test_class_thresholds_are_the_median_confidence_capped():
+    hist = np.zeros((3, N_BINS), dtype=np.int64)
+    hist[0, [1000, 2000, 3000, 4000, 5000]] = 1   # confidences 0.1 .. 0.5: median 0.3
+    hist[1, [9500, 9600, 9700]] = 1               # median 0.96, capped at 0.9
+    thresholds = class_thresholds(hist, percentile=50, cap=0.9)
+    assert thresholds.tolist() == [3000, 9000, 0]  # class 2 never predicted
+    assert class_thresholds(hist, percentile=20, cap=0.9)[0] == 2000  # sorted index round(5 * 0.2) = 1
+
+
+def test_pseudo_labels_are_the_deployed_prediction_thresholded_per_class(synth_root, adapted, pseudo):
+    out, summary = pseudo
+    samples = find_samples(out, "cityscapes", split="train")  # a complete tree: images linked, every label there
+    assert len(samples) == 6 and not check_tree(out, "cityscapes", split="train").problems
+    model, _ = load_trained(adapted)
+    thresholds = np.asarray(summary["threshold_bins"]) / N_BINS
+    for sample in samples[:2]:
+        from training.data import Augment, SegmentationDataset
+        item = SegmentationDataset(synth_root / "cityscapes", "cityscapes", split="train", labelled=False,
+                                   augment=Augment(size=(96, 48)))[samples.index(sample)]
+        with torch.no_grad():
+            prob = torch.softmax(deployed_output(model(item["image"][None])), 1)
+            conf, pred = torch.nn.functional.interpolate(prob, size=(64, 128), mode="bilinear",
+                                                         align_corners=True)[0].max(0)
+        written = read_label(sample, "cityscapes")  # label ids read back as train ids, ignore -> 255
+        kept = written != IGNORE
+        assert np.array_equal(written[kept], pred.numpy()[kept])
+        margin = np.abs(conf.numpy() - thresholds[pred.numpy()]) > 2 / N_BINS  # away from a bin edge
+        assert np.array_equal(kept[margin], (conf.numpy() >= thresholds[pred.numpy()])[margin])
+        assert set(np.unique(read_raw_label(sample.label, "cityscapes"))) <= {0, *range(7, 34)}
+    assert all(v <= 0.9 for v in summary["thresholds"].values())
+    for name, frac in summary["kept_fraction"].items():  # the median keeps at least half, the cap more
+        assert frac is None or frac >= 0.5
+
+
+def test_kept_fractions_and_precision_match_the_written_files(synth_root, pseudo):
+    out, summary = pseudo
+    pseudo_maps = [read_label(s, "cityscapes") for s in find_samples(out, "cityscapes", split="train")]
+    real_maps = [read_label(s, "cityscapes") for s in find_samples(synth_root / "cityscapes", "cityscapes",
+                                                                 split="train")]
+    total = sum(m.size for m in pseudo_maps)
+    assert summary["kept_total"] == pytest.approx(sum((m != IGNORE).sum() for m in pseudo_maps) / total)
+    for c, name in enumerate(summary["classes"]):
+        kept = sum((m == c).sum() for m in pseudo_maps)
+        predicted = summary["predicted_share"][name] * total
+        if predicted:
+            assert kept == pytest.approx(predicted * summary["kept_fraction"][name], abs=0.5)
+            labelled = sum(((p == c) & (r != IGNORE)).sum() for p, r in zip(pseudo_maps, real_maps))
+            right = sum(((p == c) & (r == c)).sum() for p, r in zip(pseudo_maps, real_maps))
+            if labelled:
+                assert summary["precision"]["per_class"][name] == pytest.approx(right / labelled)
+    saved = json.loads((out / "pseudo_labels.json").read_text())
+    assert saved["status"] == "done" and saved["precision"] == summary["precision"]
+
+
+def test_resumed_pseudo_labelling_writes_the_same_files_and_refuses_other_settings(synth_root, adapted, pseudo,
+                                                                                    tmp_path):
+    out, _ = pseudo
+    copy = tmp_path / "pl"
+    shutil.copytree(out, copy, symlinks=True)
+    labels = sorted((copy / "gtFine" / "train").glob("*/*_gtFine_labelIds.png"))
+    for path in labels[::2]:  # as if killed half way through pass 2
+        path.unlink()
+    kept_mtime = labels[1].stat().st_mtime_ns
+    make_pseudo_labels(adapted, synth_root / "cityscapes", copy, PseudoLabelOptions(batch=1), **QUIET)
+    for path in sorted((out / "gtFine" / "train").glob("*/*_gtFine_labelIds.png")):
+        assert (copy / path.relative_to(out)).read_bytes() == path.read_bytes()
+    assert labels[1].stat().st_mtime_ns == kept_mtime  # written frames are skipped
+    with pytest.raises(PseudoLabelError, match="cap"):
+        make_pseudo_labels(adapted, synth_root / "cityscapes", copy, PseudoLabelOptions(cap=0.8), **QUIET)
+
+
+def test_flip_averaging_changes_the_labels_and_is_recorded(synth_root, adapted, pseudo, tmp_path):
+    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "flip",
+                                 PseudoLabelOptions(flip=True, batch=3), **QUIET)
+    assert summary["settings"]["flip"] is True
+    assert summary["threshold_bins"] != pseudo[1]["threshold_bins"]
+
+
+def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(train_main, ["pseudo-label", str(adapted), "--target", str(synth_root / "cityscapes"),
+                                             "--out", str(out), "--percentile", "40", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "precision" in result.output and "road" in result.output and "method.self_training=true" in result.output
+    saved = json.loads((out / "pseudo_labels.json").read_text())
+    assert saved["command"].startswith("jal-train pseudo-label") and "--percentile 40.0" in saved["command"]
+
+
+@pytest.mark.parametrize("method,expected", [
+    ("jal-wtm", {"seg1", "seg2", "seg1_tgt", "seg2_tgt", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1", "d2",
+                 "d_wtm"}),
+    ("source-only", {"seg1", "seg2", "seg1_tgt", "seg2_tgt"}),
+])
+def test_self_training_adds_the_pseudo_label_loss_to_any_method(synth_root, adapted, pseudo, tmp_path, method,
+                                                                expected):
+    from training.runlog import LOSS_TERMS
+
+    cfg = tiny_cfg(synth_root, method, iters=2)
+    cfg.method.self_training, cfg.data.target_labels = True, str(pseudo[0])
+    cfg.model.init = str(adapted)
+    trainer = Trainer(cfg, tmp_path / method, progress=False)
+    assert all(str(pseudo[0]) in str(s.label) for s in trainer.target_iter._dataset.samples)
+    trainer.run()
+    row = read_rows(tmp_path / method / "train.csv")[-1]
+    assert {t for t in LOSS_TERMS if row[t] != ""} == expected
+    assert all(float(row[t]) > 0 for t in expected)
+
+
+def test_self_training_config_is_checked_and_resume_keeps_it(synth_root, pseudo, tmp_path):
+    with pytest.raises(ConfigError, match="target_labels"):
+        resolve("synthetic-tiny", {"method": {"self_training": True}})
+    with pytest.raises(ConfigError, match="oracle"):
+        resolve("synthetic-tiny", {"method": {"name": "oracle", "self_training": True},
+                                   "data": {"target_labels": str(pseudo[0])}})
+    Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=2), tmp_path / "run", progress=False).run()
+    cfg = tiny_cfg(synth_root, "adaptsegnet", iters=4)
+    cfg.method.self_training, cfg.data.target_labels = True, str(pseudo[0])
+    with pytest.raises(TrainingError, match="another model or method"):
+        Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+
+
+def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
+    overrides = {"optim": {"iters": 2}, "run": {"save_every": 2, "eval_every": 2}}
+    logs = []
+    summaries = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, progress=False, log=logs.append)
+    assert [s["round"] for s in summaries] == [1, 2]
+    r1, r2 = tmp_path / "ssl" / "round1", tmp_path / "ssl" / "round2"
+    assert json.loads((r2 / "pseudo" / "pseudo_labels.json").read_text())["settings"]["checkpoint"] == \
+        str((r1 / "train" / "checkpoints" / "last.pth").resolve())  # round 2 labels with round 1's model
+    config = json.loads((r2 / "train" / "config.json").read_text())
+    assert config["method"]["self_training"] and config["data"]["target_labels"] == str(r2 / "pseudo")
+    assert config["model"]["init"] == str(r1 / "train" / "checkpoints" / "last.pth")
+    assert 0 < summaries[0]["pseudo"]["kept_total"] < 1 and "19" in summaries[1]["eval"]
+    # A crash after round 2's training but before its marker: the same command finishes without retraining.
+    (r2 / "round.json").unlink()
+    before = (r2 / "train" / "checkpoints" / "last.pth").stat().st_mtime_ns
+    logs.clear()
+    again = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, progress=False, log=logs.append)
+    assert "finished earlier" in logs[0] and (r2 / "round.json").is_file()
+    assert (r2 / "train" / "checkpoints" / "last.pth").stat().st_mtime_ns == before
+    assert again[1]["checkpoint"] == summaries[1]["checkpoint"]
+
+
+def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
+    bench, ssl = load_preset("synthetic-bench"), load_preset("synthetic-bench-ssl")
+    assert ssl["model"]["arch"] == bench["model"]["arch"] and ssl["model"]["width"] == bench["model"]["width"]
+    assert ssl["data"] == bench["data"] and ssl["model"]["bn_mode"] == "frozen"
+    assert ssl["method"]["self_training"] and ssl["method"]["lambda_adv2"] == bench["method"]["lambda_adv2"]
+    for name, arch in (("gta5-cityscapes-r101-ssl", "deeplabv2-r101"),
+                       ("gta5-cityscapes-vgg16-ssl", "deeplabv2-vgg16")):
+        cfg = resolve(name, {"data": {"target_labels": "pl"}, "model": {"init": "adapted.pth"}})
+        assert (cfg.model.arch, cfg.method.name, cfg.optim.stop_at, cfg.method.lambda_seg_target) == \
+            (arch, "jal-wtm", 120000, 1.0)
+        assert cfg.model.init_required and cfg.data.crop == (1024, 512)
+    (tmp_path / "a.yaml").write_text("base: b\noptim:\n  lr: 0.5\n")
+    (tmp_path / "b.yaml").write_text("base: a\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_preset(str(tmp_path / "a.yaml"))
+    (tmp_path / "c.yaml").write_text("base: synthetic-tiny\noptim:\n  lr: 0.5\n")
+    cfg = resolve(str(tmp_path / "c.yaml"))
+    assert cfg.optim.lr == 0.5 and cfg.optim.iters == load_preset("synthetic-tiny")["optim"]["iters"]
+
+
+def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, tmp_path):
+    args = ["self-train", str(adapted), "--out", str(tmp_path / "ssl"), "--rounds", "1", "--iters", "1",
+            "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--no-progress"]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    assert "round 1: pseudo labels kept" in result.output and "precision" in result.output
+    assert "jal-export" in result.output and (tmp_path / "ssl" / "round1" / "round.json").is_file()
+    assert json.loads((tmp_path / "ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())["settings"]["flip"]
