@@ -64,11 +64,7 @@ def main(ctx, preset, out, method, iters, stop_at, resume, resume_from, sets, no
     from training.synthetic import ensure_synthetic
 
     try:
-        overrides = parse_set(list(sets))
-        for key, value in (("method.name", method), ("optim.iters", iters), ("optim.stop_at", stop_at)):
-            if value is not None:
-                section, name = key.split(".")
-                overrides.setdefault(section, {})[name] = value
+        overrides = _overrides(sets, method, iters, stop_at)
         if resume:
             cfg = _resumed_config(Path(out), preset, overrides)
         else:
@@ -83,6 +79,16 @@ def main(ctx, preset, out, method, iters, stop_at, resume, resume_from, sets, no
     _report(summary)
     if summary["status"] == "interrupted":
         sys.exit(130)
+
+
+def _overrides(sets, method, iters, stop_at) -> dict:
+    """--set pairs plus the shortcut options (--method, --iters, --stop-at), as one nested override dict."""
+    overrides = parse_set(list(sets))
+    for key, value in (("method.name", method), ("optim.iters", iters), ("optim.stop_at", stop_at)):
+        if value is not None:
+            section, name = key.split(".")
+            overrides.setdefault(section, {})[name] = value
+    return overrides
 
 
 def _resumed_config(out: Path, preset: str | None, overrides: dict):
@@ -249,11 +255,7 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
     from training.self_training import RoundInterrupted, self_train
 
     try:
-        overrides = parse_set(list(sets))
-        for key, value in (("method.name", method), ("optim.iters", iters), ("optim.stop_at", stop_at)):
-            if value is not None:
-                section, name = key.split(".")
-                overrides.setdefault(section, {})[name] = value
+        overrides = _overrides(sets, method, iters, stop_at)
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides,
                                _pseudo_options("train", "", cap, percentile, flip, batch, size, device),
                                progress=not no_progress, log=click.echo)
