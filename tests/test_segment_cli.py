@@ -1,5 +1,5 @@
 """jal-segment end to end: outputs, videos, labelled trees (cross-checked with the official evaluator) and
-every bad input the runtime issue lists."""
+every bad input a user can hand it."""
 import copy
 import json
 import math
