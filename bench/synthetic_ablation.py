@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader
 from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
 from training.baselines import layout_prior, prior_scores
-from training.config import METHOD_FLAGS, parse_set, resolve
+from training.config import merge_overrides, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
@@ -96,13 +96,6 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     return out
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
-
-
 def train(out: Path, overrides: dict, preset: str) -> dict:
     """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift."""
     done = out / "result.json"
@@ -152,7 +145,7 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
 def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int) -> dict:
     """{row: target mIoU %} for one seed (plus 'source-only@source-val'), running what has not finished."""
     train_tree, eval_tree = data["train"], data["eval"]
-    base = _merge({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
+    base = merge_overrides({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
                             "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
                    "run": {"tensorboard": False, "seed": seed, **({"threads": threads} if threads else {})}},
                   parse_set(list(p.overrides)))
@@ -166,11 +159,11 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             continue
         pre_method = "oracle" if row == "oracle" else "source-only"
         pre_dir = out / f"seed{seed}" / pre_runs[pre_method]
-        pre = _merge(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
+        pre = merge_overrides(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_iters}})
         train(pre_dir, pre, p.preset)
-        ov = _merge(base, {"method": {"name": row}, "model": {"init": str(pre_dir / "checkpoints" / "last.pth"),
+        ov = merge_overrides(base, {"method": {"name": row}, "model": {"init": str(pre_dir / "checkpoints" / "last.pth"),
                                                              "bn_mode": "frozen"},
                            "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
                            "run": {"eval_every": p.eval_every, "save_every": p.adapt_iters}})

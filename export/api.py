@@ -81,6 +81,10 @@ class Artefacts:
         self.status[key] = {"artefact": made.name, "status": "ok"}
         return made
 
+    def reuse_or_build(self, key: str, path: Path, make, check=None) -> Path | None:
+        """The artefact already written under `key` (e.g. the fp16 ONNX an engine is built from), else `build`."""
+        return Path(self.written[key]) if key in self.written else self.build(key, path, make, check)
+
     def fail(self, key: str, path: Path, reason: str) -> None:
         """An artefact that could not even be attempted (its source failed)."""
         self.status[key] = {"artefact": path.name, "status": "failed", "reason": reason}
@@ -224,12 +228,11 @@ def _engines(arts: Artefacts, precisions, out: Path, stem: str, info, calib, opt
         source = Path(fp32) if fp32 else None
         if source is not None and precision == "int8" and not calibrator:
             qdq = out / f"{stem}.int8-tensorrt.onnx"
-            source = Path(arts.written["int8_tensorrt"]) if "int8_tensorrt" in arts.written else arts.build(
-                "int8_tensorrt", qdq, lambda: to_int8_tensorrt(fp32, qdq, info, calib), _ort_check("int8", checker))
+            source = arts.reuse_or_build("int8_tensorrt", qdq, lambda: to_int8_tensorrt(fp32, qdq, info, calib),
+                                         _ort_check("int8", checker))
         if source is not None and precision == "fp16" and trt is not None and strongly_typed_only(trt):
             half = out / f"{stem}.fp16.onnx"
-            source = Path(arts.written["fp16"]) if "fp16" in arts.written else arts.build(
-                "fp16", half, lambda: to_fp16(fp32, half, info), _ort_check("fp16", checker))
+            source = arts.reuse_or_build("fp16", half, lambda: to_fp16(fp32, half, info), _ort_check("fp16", checker))
         if source is None:
             arts.fail(f"trt_{precision}", engine, "needs its ONNX source, which failed")
         elif trt is None:

@@ -18,10 +18,8 @@ import cv2
 import numpy as np
 
 from jal_deploy.backends import Backend, open_backend
-from jal_deploy.backends.base import InputRange, export_range
+from jal_deploy.backends.base import MIN_SIDE, InputRange, export_range
 from jal_deploy.labels import IGNORE, TRAINID_TO_ID, get_protocol
-
-MIN_SIDE = 32  # the exported graphs accept sides from 32 to 4096
 
 
 def fit_size(width: int, height: int, accepts: InputRange) -> tuple[int, int]:

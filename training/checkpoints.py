@@ -147,11 +147,13 @@ _MAPPERS: dict[str, Callable[[str], str | None]] = {
 }
 
 
-def load_weights(model: nn.Module, path: str | Path, fmt: str = "auto") -> LoadReport:
-    """Copy the tensors of a checkpoint into `model` by name; return what loaded, was missing or skipped."""
+def load_weights(model: nn.Module, path: str | Path, fmt: str = "auto", loaded: Any = None) -> LoadReport:
+    """Copy the tensors of a checkpoint into `model` by name; return what loaded, was missing or skipped.
+    `loaded`: what `read_checkpoint(path)` already returned, so a caller that read the file is not made to
+    read it again."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    state, ours = _state_dict_of_file(path)
+    state, ours = _state_dict_of_file(path, loaded)
     fmt = detect_format(list(state), ours) if fmt == "auto" else fmt
     target = model.state_dict()
     report = LoadReport(str(path), fmt)
@@ -179,9 +181,9 @@ def load_weights(model: nn.Module, path: str | Path, fmt: str = "auto") -> LoadR
     return report
 
 
-def _state_dict_of_file(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
+def _state_dict_of_file(path: str | Path, loaded: Any = None) -> tuple[dict[str, torch.Tensor], bool]:
     try:
-        return _state_dict_of(read_checkpoint(path))
+        return _state_dict_of(read_checkpoint(path) if loaded is None else loaded)
     except CheckpointError as e:
         msg = str(e)
         raise CheckpointError(msg if str(path) in msg else f"{path}: {msg}") from None
@@ -193,10 +195,11 @@ def load_trained(path: str | Path, arch: str | None = None, num_classes: int | N
     for a released AdaptSegNet/ADVENT model pass `arch`, `num_classes` and `aspp_branches`.
 
     Returns (model, meta) with meta = {'build': build_model kwargs, 'train': the run's config (or {}),
-    'provenance': checkpoint name, iteration, preset, method, datasets, best target mIoU}.
+    'provenance': checkpoint name, iteration, preset, method, datasets, best target mIoU,
+    'discriminators': their state dicts by name (ours; {} for other files)}. The file is read once.
     """
-    state = read_checkpoint(path)
-    state = state if isinstance(state, dict) else {}
+    loaded = read_checkpoint(path)
+    state = loaded if isinstance(loaded, dict) else {}
     build = dict(state.get("model_config") or {})
     train_cfg = state.get("config") if isinstance(state.get("config"), dict) and "method" in state["config"] else {}
     if not build and train_cfg:  # checkpoints written before model_config existed
@@ -212,7 +215,7 @@ def load_trained(path: str | Path, arch: str | None = None, num_classes: int | N
             if value is not None and value != build.get(key):
                 raise ValueError(f"{path} was trained with {key}={build.get(key)}, not {value}")
     model = build_model(**build).eval()
-    report = load_weights(model, path)
+    report = load_weights(model, path, loaded=loaded)
     missing = [k for k in report.missing if not k.startswith(("dec1.", "wtm1."))]  # not deployed anyway
     if missing:
         raise ValueError(f"{path} leaves deployed tensors missing ({len(missing)}, e.g. {missing[0]})")
@@ -223,4 +226,5 @@ def load_trained(path: str | Path, arch: str | None = None, num_classes: int | N
         best = state.get("best") or {}
         if best.get("miou", -1) >= 0:
             provenance["best_target_miou"] = best["miou"]
-    return model, {"build": build, "train": train_cfg, "provenance": provenance}
+    return model, {"build": build, "train": train_cfg, "provenance": provenance,
+                   "discriminators": state.get("discriminators") or {}}

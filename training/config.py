@@ -236,13 +236,15 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
     if str(path.resolve()) in _seen:
         raise ConfigError(f"preset {path}: `base:` chain loops back to itself")
     base_path = path.parent / f"{base}.yaml" if (path.parent / f"{base}.yaml").is_file() else base
-    return _merge(load_preset(str(base_path), _seen + (str(path.resolve()),)), data)
+    return merge_overrides(load_preset(str(base_path), _seen + (str(path.resolve()),)), data)
 
 
-def _merge(base: dict, top: dict) -> dict:
+def merge_overrides(base: dict, top: dict) -> dict:
+    """Nested config dicts merged key by key, `top` winning (a preset over its base, overrides over a preset)."""
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        out[key] = (merge_overrides(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else value)
     return out
 
 

@@ -66,11 +66,15 @@ def class_thresholds(hist: np.ndarray, percentile: float, cap: float) -> np.ndar
     return out
 
 
+def kept_counts(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per class, how many of its predicted pixels are at or above its threshold."""
+    return np.array([hist[c, t:].sum() for c, t in enumerate(thresholds)], dtype=np.int64)
+
+
 def kept_fractions(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     """Per class, the share of its predicted pixels at or above its threshold (NaN if never predicted)."""
     total = hist.sum(1)
-    kept = np.array([hist[c, t:].sum() for c, t in enumerate(thresholds)])
-    return np.where(total > 0, kept / np.maximum(total, 1), np.nan)
+    return np.where(total > 0, kept_counts(hist, thresholds) / np.maximum(total, 1), np.nan)
 
 
 class _Predictor:
@@ -165,7 +169,7 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
                    "thresholds": {n: t / N_BINS for n, t in zip(protocol.class_names, thresholds.tolist())},
                    "predicted_share": _named(protocol, hist.sum(1) / max(1, hist.sum())),
                    "kept_fraction": _named(protocol, kept),
-                   "kept_total": float(sum(hist[c, t:].sum() for c, t in enumerate(thresholds)) / max(1, hist.sum()))}
+                   "kept_total": float(kept_counts(hist, thresholds).sum() / max(1, hist.sum()))}
         write_text(out / JSON_NAME, json.dumps(summary, indent=1))
     _link_images(target_root, out, o.split)
 

@@ -98,12 +98,12 @@ def select_snapshot(run: str | Path, by: str = "d-prob", val_root: str = "", lim
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     rows = []
     for name, path, iteration in tqdm(snaps, desc="snapshots", disable=not progress, dynamic_ncols=True):
-        model, _ = load_trained(path)
+        model, meta = load_trained(path)
         model.to(dev)
         d2 = None
         if cfg.flags.adversarial:
             d2 = Discriminator(cfg.model.num_classes, cfg.model.ndf).to(dev).eval()
-            d2.load_state_dict(read_checkpoint(path)["discriminators"]["d2"])
+            d2.load_state_dict(meta["discriminators"]["d2"])
         row = {"name": name, "iteration": iteration, **label_free_scores(model, d2, loader, dev), "miou": None}
         if labelled:
             row["miou"] = evaluate(model, loader, d.protocol, [d.protocol], dev)[d.protocol]["miou"]

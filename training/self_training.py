@@ -19,6 +19,7 @@ from .config import TrainConfig, apply_overrides, load_preset
 from .pseudo_labels import PseudoLabelOptions, make_pseudo_labels
 from .synthetic import ensure_synthetic
 
+
 class RoundInterrupted(RuntimeError):
     """Ctrl-C during a round's training: its last checkpoint is saved; the same command resumes."""
 
