@@ -2,15 +2,18 @@
 """Table 4 on the embedded synthetic benchmark, with its baselines: target mIoU per row over seeds.
 
 Rows: `prior` (a blind per-pixel layout prior from the source labels: it never looks at an image),
-`source-only`, the adaptation rows (`adaptsegnet`, `jal`, `wtm-dec1`, `wtm-dec2`, `wtm`, `jal-wtm`) and `oracle`
+`source-only`, the adaptation rows (`adabn`, `adaptsegnet`, `jal`, `wtm-dec1`, `wtm-dec2`, `wtm`, `jal-wtm`), `oracle`
 (the same network and budget trained on the *target* train labels: the upper bound). For each adaptation row
 the table gives the **gap closed** = (row - source-only) / (oracle - source-only).
 
 Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
   1. pretrain from scratch for `--pretrain-iters` with BatchNorm batch statistics: source-only on the GTA5-format
      source, and the oracle on the Cityscapes-format target train labels (never a source image);
-  2. from the source-only checkpoint each adaptation row trains `--adapt-iters` more iterations with frozen
-     BatchNorm statistics (no row gains from target statistics); `source-only` continues on source data and
+  2. from the source-only checkpoint each adaptation row trains `--adapt-iters` more iterations; with
+     `--target-bn-frames N` (default) BatchNorm normalises each batch in its own domain and the model is
+     evaluated and saved with statistics re-estimated on N unlabelled target train frames (AdaBN; the `adabn`
+     row is source-only training plus exactly that), with 0 every row keeps frozen source statistics;
+     `source-only` continues on source data with frozen statistics (no target image ever reaches it) and
      `oracle` continues its own pretraining for the same number of iterations;
   3. every run is scored on a **held-out** target val generated with `--eval-seed` (never used to choose the
      protocol) as the mean of its last `--last-k` evaluations: no snapshot is picked with target labels.
@@ -39,17 +42,22 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from jal_deploy.atomic import write_text
 from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
 from training.baselines import layout_prior, prior_scores
+from training.checkpoints import load_trained
 from training.config import merge_overrides, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
+from training.self_training import self_train
 
-ADAPT_ROWS = ("adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm")
+# the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training
+PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2")
+ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
-DEFAULT_ROWS = ("prior", "source-only", "adaptsegnet", "jal", "wtm", "jal-wtm", "oracle")
+DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
 
@@ -67,17 +75,32 @@ class Protocol:
     source_val_frames: int = 100
     pretrain_iters: int = 2000
     adapt_iters: int = 500
-    adapt_lr: float = 2.5e-3
-    adapt_lr_wtm: float = 1e-3
+    adapt_lr: float = 1e-2
+    adapt_lr_wtm: float = 4e-3
     eval_every: int = 125
     pretrain_eval_every: int = 500  # 0: as eval_every (the pretraining curves: oracle mIoU against time)
     last_k: int = 3
+    target_bn_frames: int = 200     # adaptation rows: BatchNorm statistics of this many target frames (0: frozen)
+    fda_beta: float = 0.01          # the +fda rows (FDA's published value)
     overrides: tuple[str, ...] = ()
 
 
 QUICK = dict(frames=8, frame_size=(128, 64), eval_frames=4, source_val_frames=4, pretrain_iters=3, adapt_iters=2,
              eval_every=1, last_k=2, overrides=("model.width=0.125", "data.source_size=96x48",
                                                 "data.target_size=96x48", "data.batch_size=2"))
+
+
+ROW_METHOD = {"adabn": "source-only"}  # rows that are a method plus a protocol choice
+
+
+def bn_policy(row: str, p: Protocol) -> dict:
+    """BatchNorm during the second stage. source-only and oracle keep the statistics of their own pretraining
+    (frozen: no target image reaches source-only). Adaptation rows, with `target_bn_frames`, normalise each batch
+    in its own domain and evaluate/save with statistics re-estimated on that many target train frames (AdaBN);
+    `adabn` is source-only training plus exactly that, the share of the gap that statistics alone close."""
+    if row in ADAPT_ROWS and p.target_bn_frames:
+        return {"bn_mode": "train", "target_bn_frames": p.target_bn_frames}
+    return {"bn_mode": "frozen"}
 
 
 def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
@@ -96,11 +119,14 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     return out
 
 
-def train(out: Path, overrides: dict, preset: str) -> dict:
-    """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift."""
+def train(out: Path, overrides: dict, preset: str, report_only: bool = False) -> dict | None:
+    """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift.
+    With `report_only`, None for a run that has not finished (nothing is trained)."""
     done = out / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
+    if report_only:
+        return None
     cfg = resolve(preset, overrides)
     start = time.perf_counter()
     trainer = Trainer(cfg, out, resume=(out / "checkpoints" / "last.pth").is_file(), progress=sys.stderr.isatty())
@@ -129,9 +155,42 @@ def _wtm_drift(model) -> dict:
         wtm = getattr(model, name, None)
         if wtm is not None:
             w = wtm.conv.weight.detach().flatten(1)
-            eye = torch.eye(w.shape[0])
+            eye = torch.eye(w.shape[0], device=w.device)
             drift[name] = float((w - eye).norm() / eye.norm())
     return drift
+
+
+def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, overrides: dict, preset: str,
+                  report_only: bool) -> dict | None:
+    """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
+    +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
+    labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if report_only:
+        return None
+    start = time.perf_counter()
+    summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, progress=False, log=lambda *_: None)
+    train_dir = rounds_dir / f"round{rounds}" / "train"
+    with (train_dir / "eval.csv").open(newline="") as f:
+        evals = [(int(r["iteration"]), float(r["miou"])) for r in csv.DictReader(f) if r["protocol"] == "19"]
+    model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
+    result = {"evals": evals, "seconds": time.perf_counter() - start, "status": "finished",
+              "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
+              "pseudo": summaries[-1]["pseudo"]}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def pseudo_line(pseudo: dict) -> str:
+    """The pseudo labels a round trained on: kept share, precision of the kept pixels, per class."""
+    precision = pseudo.get("precision") or {}
+    per_class = " ".join(f"{name} {100 * v:.0f}" for name, v in precision.get("per_class", {}).items()
+                         if v is not None and not math.isnan(v))
+    overall = f", precision {100 * precision['overall']:.1f} %" if precision else ""
+    return f"pseudo labels: kept {100 * pseudo['kept_total']:.1f} %{overall} ({per_class})"
 
 
 def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> float:
@@ -139,10 +198,11 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
     trainer = Trainer(cfg, run_dir, resume=True, progress=False)
     ds = SegmentationDataset(tree / "gta5", "gta5", augment=Augment(size=tuple(cfg.data.target_size)),
                              resize_label=False)
-    return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], torch.device("cpu"))["19"]["miou"]
+    return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], trainer.device)["19"]["miou"]
 
 
-def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int) -> dict:
+def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int,
+             report_only: bool = False) -> dict:
     """{row: target mIoU %} for one seed (plus 'source-only@source-val'), running what has not finished."""
     train_tree, eval_tree = data["train"], data["eval"]
     base = merge_overrides({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
@@ -154,6 +214,16 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         prior = layout_prior(train_tree / "gta5", "gta5")
         scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
     pre_runs = {"source-only": "pretrain", "oracle": "pretrain-oracle"}
+
+    def second_stage(row: str) -> dict:
+        pre_dir = out / f"seed{seed}" / pre_runs["oracle" if row == "oracle" else "source-only"]
+        return merge_overrides(base, {
+            "method": {"name": ROW_METHOD.get(row, row.split("+")[0])},
+            "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
+            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0},
+            "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
+            "run": {"eval_every": p.eval_every, "save_every": p.adapt_iters}})
+
     for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only")):  # baselines first
         if row == "prior":
             continue
@@ -162,25 +232,41 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         pre = merge_overrides(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_iters}})
-        train(pre_dir, pre, p.preset)
-        ov = merge_overrides(base, {"method": {"name": row}, "model": {"init": str(pre_dir / "checkpoints" / "last.pth"),
-                                                             "bn_mode": "frozen"},
-                           "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
-                           "run": {"eval_every": p.eval_every, "save_every": p.adapt_iters}})
+        if train(pre_dir, pre, p.preset, report_only) is None:
+            continue
         run_dir = out / f"seed{seed}" / row
-        res = train(run_dir, ov, p.preset)
+        ov = second_stage(row)
+        if "+ssl" in row:
+            adapted, rounds = row.rsplit("+ssl", 1)
+            if train(out / f"seed{seed}" / adapted, second_stage(adapted), p.preset, report_only) is None:
+                continue
+            res = self_training(run_dir, out / f"seed{seed}" / f"{adapted}+ssl", int(rounds),
+                                out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only)
+        else:
+            res = train(run_dir, ov, p.preset, report_only)
+        if res is None:
+            continue
         last = [m for _, m in res["evals"][-p.last_k:]]
         scores[row] = 100 * sum(last) / len(last)
         info[row] = {"minutes": res["seconds"] / 60, "discriminators": res["discriminators"],
-                     "wtm_drift": res["wtm_drift"]}
+                     "wtm_drift": res["wtm_drift"], **({"pseudo": res["pseudo"]} if "pseudo" in res else {})}
         print(f"seed {seed} {row:12s} target mIoU {scores[row]:6.2f} (mean of the last {len(last)} evals, "
               f"{res['seconds'] / 60:.1f} min)", flush=True)
+        if "pseudo" in res:
+            print(f"seed {seed} {row:12s} {pseudo_line(res['pseudo'])}", flush=True)
         if row == "source-only":
             cached = run_dir / "source_val.json"
-            if not cached.is_file():
+            if not cached.is_file() and not report_only:
                 cached.write_text(json.dumps(100 * source_val_miou(run_dir, ov, p.preset, data["source-val"])))
-            scores["source-only@source-val"] = json.loads(cached.read_text())
+            if cached.is_file():
+                scores["source-only@source-val"] = json.loads(cached.read_text())
     return {"scores": scores, "info": info}
+
+
+def machine() -> str:
+    """Where the runs train: the GPU when torch sees one (run.device=auto), and the CPU in any case."""
+    gpu = f"{torch.cuda.get_device_name()}; host CPU " if torch.cuda.is_available() else ""
+    return gpu + cpu_summary()
 
 
 def mean_ci(values: list[float]) -> tuple[float, float, float]:
@@ -200,7 +286,7 @@ def gap_closed(row: float, source_only: float, oracle: float) -> float:
 def table(per_seed: dict[int, dict], rows: list[str]) -> tuple[str, dict]:
     """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed, beats baselines."""
     seeds = sorted(per_seed)
-    lines = [f"{'row':14s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  per seed ({', '.join(map(str, seeds))})"]
+    lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  per seed ({', '.join(map(str, seeds))})"]
     out = {}
     for row in [*rows, "source-only@source-val"]:
         values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
@@ -215,7 +301,7 @@ def table(per_seed: dict[int, dict], rows: list[str]) -> tuple[str, dict]:
                  if row in ADAPT_ROWS and row in per_seed[s]["scores"]]
         ci = f"[{mean - half:5.2f}, {mean + half:5.2f}]" if not math.isnan(half) else ""
         gap = f"{100 * statistics.mean(gaps):9.1f}%" if gaps else ""
-        lines.append(f"{row:14s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
+        lines.append(f"{row:22s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
                      + " ".join(f"{v:.2f}" for v in values))
         out[row] = {"mean": mean, "std": std, "ci95": half, "per_seed": values,
                     "gap_closed": gaps or None, "beats_prior_and_source_only_every_seed": all(beats) if beats else None}
@@ -229,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=ROWS)
     ap.add_argument("--quick", action="store_true", help="tiny network, frames and budgets: checks the code path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: the preset's)")
+    ap.add_argument("--report", action="store_true",
+                    help="train nothing: print the table of the runs that have finished (e.g. after seeds ran as "
+                         "separate processes side by side on one GPU)")
     for name, default in asdict(Protocol()).items():
         if name != "overrides":
             kind = type(default) if not isinstance(default, tuple) else str
@@ -248,19 +337,20 @@ def main(argv: list[str] | None = None) -> int:
     saved = args.out / "protocol.json"
     if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(p))):
         raise SystemExit(f"{args.out} holds runs of another protocol ({saved}): use another --out")
-    saved.write_text(json.dumps(asdict(p), indent=1))
+    if not saved.is_file():  # atomic: processes running other seeds side by side read it
+        write_text(saved, json.dumps(asdict(p), indent=1))
     data = ensure_data(args.out / "data", p)
     start = time.perf_counter()
-    per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads) for seed in args.seeds}
+    per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report) for seed in args.seeds}
     text, rows = table(per_seed, args.rows)
     header = (f"Synthetic benchmark ({p.preset}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
               f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
-              f"{(time.perf_counter() - start) / 60:.1f} min this call on {cpu_summary()}")
+              f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
-    minutes = {row: statistics.mean(per_seed[s]["info"][row]["minutes"] for s in args.seeds
-                                    if row in per_seed[s]["info"]) for row in args.rows if row != "prior"}
-    (args.out / "summary.json").write_text(json.dumps(
-        {"protocol": asdict(p), "cpu": cpu_summary(), "rows": rows, "minutes_per_run": minutes,
+    minutes = {row: statistics.mean(m) for row in args.rows
+               if (m := [per_seed[s]["info"][row]["minutes"] for s in args.seeds if row in per_seed[s]["info"]])}
+    write_text(args.out / "summary.json", json.dumps(
+        {"protocol": asdict(p), "cpu": cpu_summary(), "machine": machine(), "rows": rows, "minutes_per_run": minutes,
          "per_seed": {str(s): v for s, v in per_seed.items()}}, indent=1))
     return 0
 

@@ -1,5 +1,6 @@
 """The synthetic benchmark's baselines and its ablation script (the real table is a benchmark, not a test)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,33 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert json.loads((tmp_path / "summary.json").read_text())["rows"] == summary["rows"]
     other = _bench(tmp_path, "--seeds", "0", "--rows", *rows, "--adapt-iters", "5")
     assert other.returncode != 0 and "another protocol" in other.stderr
+
+
+def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
+    env = {**os.environ, "ABLATION_SEEDS": "0 1", "ABLATION_ROWS": "prior source-only adabn"}
+    rows = ["prior", "source-only", "adabn", "oracle"]
+    result = subprocess.run(["bash", str(ROOT / "bench/gpu_ablation.sh"), str(tmp_path), "240", "--quick",
+                             "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["rows"]) == {*rows, "source-only@source-val"}
+    assert [len(summary["rows"][r]["per_seed"]) for r in rows] == [2, 2, 2, 2]
+    assert not (tmp_path / "seed0" / "jal-wtm").exists()  # the rows reached every process
+    assert (tmp_path / "seed1-oracle.log").is_file()  # the oracle trained beside the other rows
+    adabn = json.loads((tmp_path / "seed1" / "adabn" / "config.json").read_text())["model"]
+    assert (adabn["bn_mode"], adabn["target_bn_frames"]) == ("train", 200)
+    assert "seed 1 adabn " in result.stdout and "gap closed" in result.stdout
+
+
+def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
+    rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "oracle"]
+    result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
+    assert result.returncode == 0, result.stderr[-2000:]
+    seed = tmp_path / "seed0"
+    assert json.loads((seed / "jal-wtm+fda" / "config.json").read_text())["data"]["fda_beta"] == 0.01
+    for k in (1, 2):  # round 2 labels with round 1's model, which started from the FDA-adapted one
+        summary = json.loads((seed / "jal-wtm+fda+ssl" / f"round{k}" / "round.json").read_text())
+        assert summary["pseudo_from"].endswith(("jal-wtm+fda/checkpoints/last.pth", "round1/train/checkpoints/last.pth")[k - 1])
+    info = json.loads((tmp_path / "summary.json").read_text())["per_seed"]["0"]["info"]["jal-wtm+fda+ssl2"]
+    assert 0 < info["pseudo"]["kept_total"] <= 1 and 0 <= info["pseudo"]["precision"]["overall"] <= 1
+    assert "jal-wtm+fda+ssl2 pseudo labels: kept" in result.stdout

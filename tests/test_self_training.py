@@ -186,7 +186,7 @@ def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
 def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
     bench, ssl = load_preset("synthetic-bench"), load_preset("synthetic-bench-ssl")
     assert ssl["model"]["arch"] == bench["model"]["arch"] and ssl["model"]["width"] == bench["model"]["width"]
-    assert ssl["data"] == bench["data"] and ssl["model"]["bn_mode"] == "frozen"
+    assert ssl["data"] == bench["data"] and (ssl["model"]["bn_mode"], ssl["model"]["target_bn_frames"]) == ("train", 200)
     assert ssl["method"]["self_training"] and ssl["method"]["lambda_adv2"] == bench["method"]["lambda_adv2"]
     for name, arch in (("gta5-cityscapes-r101-ssl", "deeplabv2-r101"),
                        ("gta5-cityscapes-vgg16-ssl", "deeplabv2-vgg16")):

@@ -57,6 +57,7 @@ class ModelConfig:
     init_fmt: str = "auto"
     init_required: bool = False  # paper presets: refuse to start without a complete backbone from `init`
     ndf: int = 64             # discriminator base width
+    target_bn_frames: int = 0  # >0: BatchNorm statistics re-estimated on this many target train frames (AdaBN)
 
 
 @dataclass
@@ -159,6 +160,13 @@ class TrainConfig:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if self.data.fda_beta and self.method.name == "oracle":
             raise ConfigError("data.fda_beta restyles source images; the oracle reads none")
+        if self.model.target_bn_frames < 0:
+            raise ConfigError(f"model.target_bn_frames must be >= 0, got {self.model.target_bn_frames}")
+        if self.model.target_bn_frames and self.model.bn_mode != "train":
+            raise ConfigError("model.target_bn_frames needs model.bn_mode=train: with frozen statistics training "
+                              "would itself run on the re-estimated target statistics")
+        if self.model.target_bn_frames and self.method.name == "oracle":
+            raise ConfigError("model.target_bn_frames: the oracle's statistics are target statistics already")
         if self.optim.stop_at and self.optim.stop_at > self.optim.iters:
             raise ConfigError(f"optim.stop_at ({self.optim.stop_at}) is past optim.iters ({self.optim.iters})")
         return self

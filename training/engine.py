@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -141,7 +142,7 @@ class Trainer:
         start = self.iteration * d.batch_size
         self.source_iter = self._loader(labelled, seed, start)  # the labelled stream (Eq. 1)
         self.target_iter = None
-        if self.adversarial or self.self_training:  # source-only never reads target images (no BN or other leak)
+        if self.adversarial or self.self_training:  # source-only trains on no target image (no BN or other leak)
             # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
             # the adversarial terms then use the same target batch, as Bidirectional Learning does.
             root = d.target_labels if self.self_training else d.target_root
@@ -153,6 +154,12 @@ class Trainer:
                                   list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
                                   protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
         self.val_loader = DataLoader(val, batch_size=1, num_workers=min(d.workers, 2))
+        self.bn_loader, self._bn_at = None, -1
+        if self.cfg.model.target_bn_frames:  # the first N target train frames, as evaluated: deterministic
+            frames = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
+                                         list_file=d.target_list or None, augment=Augment(size=tuple(d.target_size) or None),
+                                         limit=self.cfg.model.target_bn_frames, cache=d.cache)
+            self.bn_loader = DataLoader(frames, batch_size=d.batch_size, num_workers=min(d.workers, 2))
 
     def _fda_style(self) -> FourierStyle | None:
         """Source images restyled with a target train image's low-frequency amplitude (data.fda_beta > 0)."""
@@ -302,7 +309,16 @@ class Trainer:
                 if t.is_floating_point() and not torch.isfinite(t).all():
                     raise TrainingDiverged(f"weight {name} is not finite after iteration {self.iteration}")
 
+    def _target_statistics(self) -> None:
+        """model.target_bn_frames (AdaBN): with bn_mode=train each batch is normalised in its own domain, but the
+        running averages that evaluation and export use mix both; re-estimating them on unlabelled target frames
+        gives the deployed network the normalisation its target batches had in training."""
+        if self.bn_loader is not None and self._bn_at != self.iteration:
+            update_bn((self._to_device(b["image"]) for b in self.bn_loader), self.model)
+            self._bn_at = self.iteration
+
     def save(self, name: str) -> Path:
+        self._target_statistics()
         self._assert_finite_weights()
         path = self.out / "checkpoints" / name
         ckpt.save_checkpoint(path, self.model, **self._state())
@@ -378,6 +394,7 @@ class Trainer:
     # ----- the run ------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
         d = self.cfg.data
+        self._target_statistics()
         return evaluate(self.model, self.val_loader, d.protocol, d.eval_protocols, self.device,
                         autocast=self._autocast if self.cfg.run.amp != "none" else None)
 
