@@ -27,9 +27,9 @@ else
   runtime=(--iters 30 --warmup 5)
   train_limit=180 runtime_limit=260
 fi
-timeout "$train_limit" python bench/train_speed.py --preset gta5-cityscapes-r101 --method jal-wtm "${train[@]}" \
+timeout "$train_limit" python -u bench/train_speed.py --preset gta5-cityscapes-r101 --method jal-wtm "${train[@]}" \
   2>&1 | tee "$work/train.log" || echo "train_speed.py failed or ran out of time (exit $?)"
-timeout "$runtime_limit" python bench/runtime_gpu.py "${runtime[@]}" --json "$work/runtime.json" \
+timeout "$runtime_limit" python -u bench/runtime_gpu.py "${runtime[@]}" --json "$work/runtime.json" \
   || echo "runtime_gpu.py failed or ran out of time (exit $?); the summary keeps what it measured"
 echo
 python bench/runtime_gpu.py --summary "$work/train.log" "$work/runtime.json"

@@ -32,13 +32,16 @@ def main() -> None:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--set", dest="sets", nargs="*", default=[])
     args = ap.parse_args()
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device visible to torch: pass --device cpu (and a small arch) to check the code path")
     work = Path(tempfile.mkdtemp(prefix="jal-speed-"))
     probe = resolve(args.preset, {"model": {"init_required": "false"}, **parse_set(args.sets)})
     w, h = probe.data.source_size
+    t0 = time.perf_counter()
+    # frames first: the generator's worker processes fork before this process touches CUDA
     generate(work / "data", seed=0, counts={"gta5": 8, "synthia": 0, "cs_train": 8, "cs_val": 2}, size=(w, h),
              progress=False)
+    print(f"generated 18 frames at {w}x{h} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device visible to torch: pass --device cpu (and a small arch) to check the code path")
     rows = []
     for amp in args.amp:
         overrides = parse_set(args.sets)
@@ -49,9 +52,13 @@ def main() -> None:
         overrides.setdefault("run", {}).update(amp=amp, device=args.device, tensorboard="false",
                                               channels_last=str(args.channels_last))
         cfg = resolve(args.preset, overrides)
+        t0 = time.perf_counter()
         trainer = Trainer(cfg, work / f"run-{amp}", progress=False)
-        for _ in range(args.warmup):
+        print(f"amp {amp}: trainer built in {time.perf_counter() - t0:.0f} s", flush=True)
+        for i in range(args.warmup):
+            t0 = time.perf_counter()
             trainer.train_step()
+            print(f"amp {amp}: warm-up iteration {i + 1} in {time.perf_counter() - t0:.1f} s", flush=True)
         if args.device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

@@ -79,6 +79,12 @@ def test_torch_program_backend_matches_onnx_runtime(runtime_models):
     assert program.backend.name == "torch" and program.backend.device == "cpu"
     frame = _frames(1, (64, 128), seed=5)[0]
     assert (onnx.predict(frame) == program.predict(frame)).mean() >= 0.999
+    # dynamic programs take sides that are multiples of 8: any frame is resized to such a size
+    assert program.accepts.multiple == 8 and "multiples of 8" in program.accepts.describe()
+    odd = _frames(1, (50, 100), seed=6)[0]
+    assert program.inference_size(100, 50) == (96, 48) and program.predict(odd).shape == (50, 100)
+    with pytest.raises(ValueError, match="--size 100x52 is outside .*multiples of 8"):
+        Segmenter.from_path(runtime_models["pt2"], device="cpu", size=(100, 52))
     with pytest.raises(BackendError, match="fp16 autocast needs a GPU"):
         Segmenter.from_path(runtime_models["pt2"], device="cpu", precision="fp16")
 

@@ -217,3 +217,16 @@ def test_damaged_last_checkpoint_names_the_newest_readable_snapshot_and_resume_f
     assert torch.load(ckdir / "last.pth", weights_only=True)["iteration"] == 2
     assert not stale.exists() and mine.read_text() == "kept"
     assert [int(r["iteration"]) for r in read_rows(out / "train.csv")] == [2]  # logged once, not twice
+
+
+def test_loader_workers_can_start_by_spawn_as_on_cuda(synth_root, tmp_path):
+    """On CUDA the loader processes are spawned (a fork after CUDA is initialised can hang): the datasets,
+    sampler and worker set-up must survive pickling, which spawn needs and fork does not."""
+    cfg = tiny_cfg(synth_root, "adaptsegnet", iters=1)
+    cfg.data.workers, cfg.data.worker_start, cfg.data.fda_beta = 1, "spawn", 0.01
+    trainer = Trainer(cfg.validate(), tmp_path / "run", progress=False)
+    assert [type(w).__name__ for w in trainer.source_iter._workers] == ["SpawnProcess"]
+    assert trainer.run()["status"] == "finished"
+    cfg.data.worker_start = "thread"
+    with pytest.raises(ConfigError, match="worker_start"):
+        cfg.validate()

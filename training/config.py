@@ -83,6 +83,7 @@ class DataConfig:
     batch_size: int = 1
     workers: int = 2
     cache: bool = False       # keep decoded, resized frames in memory (small datasets; use with workers=0)
+    worker_start: str = "auto"  # loader processes: auto (spawn once CUDA is in use, else fork) | fork | spawn | forkserver
     synthetic: bool = False   # generate the embedded benchmark into synthetic_dir when absent
     synthetic_dir: str = ""
 
@@ -160,6 +161,8 @@ class TrainConfig:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if self.data.fda_beta and self.method.name == "oracle":
             raise ConfigError("data.fda_beta restyles source images; the oracle reads none")
+        if self.data.worker_start not in ("auto", "fork", "spawn", "forkserver"):
+            raise ConfigError(f"data.worker_start must be auto, fork, spawn or forkserver, got {self.data.worker_start!r}")
         if self.model.target_bn_frames < 0:
             raise ConfigError(f"model.target_bn_frames must be >= 0, got {self.model.target_bn_frames}")
         if self.model.target_bn_frames and self.model.bn_mode != "train":

@@ -174,9 +174,11 @@ class Trainer:
     def _loader(self, dataset, seed: int, start: int):
         d = self.cfg.data
         sampler = InfiniteSampler(len(dataset), seed=seed, start=start, rank=self.env.rank, world=self.env.world)
+        start_method = d.worker_start if d.worker_start != "auto" else "spawn" if self.device.type == "cuda" else None
         loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
                             pin_memory=self.device.type == "cuda", drop_last=True,
-                            persistent_workers=d.workers > 0, worker_init_fn=worker_init)
+                            persistent_workers=d.workers > 0, worker_init_fn=worker_init,
+                            multiprocessing_context=start_method if d.workers > 0 else None)
         return iter(loader)
 
     def _autocast(self):

@@ -10,6 +10,9 @@ from jal_deploy.modelinfo import ModelInfo
 
 # Dynamic dimensions declared when a graph is exported (torch.export needs bounds; jal-export uses these).
 MAX_BATCH, MIN_SIDE, MAX_SIDE = 64, 32, 4096
+# Sides of a dynamic torch.export program are multiples of this (the networks' output stride): torch 2.11
+# cannot prove ceil-mode pooling shape-safe for every side and refuses to export a free one.
+PROGRAM_SIDE_MULTIPLE = 8
 
 
 class BackendError(RuntimeError):
@@ -19,12 +22,14 @@ class BackendError(RuntimeError):
 @dataclass(frozen=True)
 class InputRange:
     """Inclusive (min, max) of batch, height and width a loaded model accepts; max None = unbounded.
-    `opt` is the (batch, height, width) an engine was tuned for, when it has one."""
+    `opt` is the (batch, height, width) an engine was tuned for, when it has one; `multiple`: what both sides
+    must be a multiple of."""
 
     batch: tuple[int, int | None]
     height: tuple[int, int | None]
     width: tuple[int, int | None]
     opt: tuple[int, int, int] | None = None
+    multiple: int = 1
 
     @classmethod
     def fixed(cls, batch: int, height: int, width: int) -> "InputRange":
@@ -40,8 +45,9 @@ class InputRange:
         return self.batch[1]
 
     def contains(self, batch: int, height: int, width: int) -> bool:
-        return all(lo <= v and (hi is None or v <= hi)
-                   for v, (lo, hi) in zip((batch, height, width), (self.batch, self.height, self.width)))
+        return height % self.multiple == 0 and width % self.multiple == 0 and all(
+            lo <= v and (hi is None or v <= hi)
+            for v, (lo, hi) in zip((batch, height, width), (self.batch, self.height, self.width)))
 
     def describe(self) -> str:
         if self.batch[0] == self.batch[1] and self.height[0] == self.height[1] and self.width[0] == self.width[1]:
@@ -49,8 +55,9 @@ class InputRange:
 
         def span(name, lo, hi):
             return f"{name} {lo}" if lo == hi else f"{name} {lo}-{hi}" if hi else f"{name} >= {lo}"
-        return ", ".join(span(n, *r) for n, r in (("batch", self.batch), ("height", self.height),
+        text = ", ".join(span(n, *r) for n, r in (("batch", self.batch), ("height", self.height),
                                                      ("width", self.width)))
+        return text + (f", sides multiples of {self.multiple}" if self.multiple > 1 else "")
 
 
 def export_range(info: ModelInfo) -> InputRange:

@@ -9,7 +9,7 @@ import numpy as np
 
 from jal_deploy.modelinfo import ModelInfo, ModelInfoError
 
-from .base import Backend, BackendError
+from .base import MAX_BATCH, MAX_SIDE, MIN_SIDE, PROGRAM_SIDE_MULTIPLE, Backend, BackendError, InputRange
 
 EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.py writes it under this name)
 
@@ -46,6 +46,9 @@ class TorchBackend(Backend):
             self.info = ModelInfo.from_json(extra[EXTRA_FILE] or "null")
         except (ModelInfoError, TypeError) as e:
             raise BackendError(f"{self.path} carries no jal-deploy model metadata ({e}): export it with jal-export")
+        if self.info.dynamic:
+            self.accepts = InputRange((1, MAX_BATCH), (MIN_SIDE, MAX_SIDE), (MIN_SIDE, MAX_SIDE),
+                                      multiple=PROGRAM_SIDE_MULTIPLE)
         self.module = program.module().to(self.device)
         on_gpu = self.device == "cuda"
         if on_gpu and channels_last:
