@@ -119,25 +119,38 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     return out
 
 
-def train(out: Path, overrides: dict, preset: str, report_only: bool = False) -> dict | None:
-    """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift.
-    With `report_only`, None for a run that has not finished (nothing is trained)."""
-    done = out / "result.json"
+def _result(run_dir: Path, report_only: bool, produce) -> dict | None:
+    """A run's result.json when it has finished; else None with `report_only`, else `produce()` (kept once its
+    status is finished)."""
+    done = run_dir / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
     if report_only:
         return None
-    cfg = resolve(preset, overrides)
-    start = time.perf_counter()
-    trainer = Trainer(cfg, out, resume=(out / "checkpoints" / "last.pth").is_file(), progress=sys.stderr.isatty())
-    summary = trainer.run()
-    with (out / "eval.csv").open(newline="") as f:
-        evals = [(int(r["iteration"]), float(r["miou"])) for r in csv.DictReader(f) if r["protocol"] == "19"]
-    result = {"evals": evals, "seconds": time.perf_counter() - start, "status": summary["status"],
-              "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
-    if summary["status"] == "finished":
+    result = produce()
+    if result["status"] == "finished":
+        run_dir.mkdir(parents=True, exist_ok=True)
         done.write_text(json.dumps(result, indent=1))
     return result
+
+
+def _evals(run_dir: Path) -> list[tuple[int, float]]:
+    """(iteration, mIoU) of every 19-class evaluation a run logged."""
+    with (run_dir / "eval.csv").open(newline="") as f:
+        return [(int(r["iteration"]), float(r["miou"])) for r in csv.DictReader(f) if r["protocol"] == "19"]
+
+
+def train(out: Path, overrides: dict, preset: str, report_only: bool = False) -> dict | None:
+    """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift.
+    With `report_only`, None for a run that has not finished (nothing is trained)."""
+    def produce() -> dict:
+        start = time.perf_counter()
+        trainer = Trainer(resolve(preset, overrides), out, resume=(out / "checkpoints" / "last.pth").is_file(),
+                          progress=sys.stderr.isatty())
+        summary = trainer.run()
+        return {"evals": _evals(out), "seconds": time.perf_counter() - start, "status": summary["status"],
+                "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
+    return _result(out, report_only, produce)
 
 
 def _disc_stats(train_csv: Path, tail: int = 10) -> dict:
@@ -165,23 +178,15 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
     """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
     +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
     labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
-    done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    if report_only:
-        return None
-    start = time.perf_counter()
-    summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, progress=False, log=lambda *_: None)
-    train_dir = rounds_dir / f"round{rounds}" / "train"
-    with (train_dir / "eval.csv").open(newline="") as f:
-        evals = [(int(r["iteration"]), float(r["miou"])) for r in csv.DictReader(f) if r["protocol"] == "19"]
-    model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
-    result = {"evals": evals, "seconds": time.perf_counter() - start, "status": "finished",
-              "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
-              "pseudo": summaries[-1]["pseudo"]}
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done.write_text(json.dumps(result, indent=1))
-    return result
+    def produce() -> dict:
+        start = time.perf_counter()
+        summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, progress=False, log=lambda *_: None)
+        train_dir = rounds_dir / f"round{rounds}" / "train"
+        model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
+        return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start, "status": "finished",
+                "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
+                "pseudo": summaries[-1]["pseudo"]}
+    return _result(run_dir, report_only, produce)
 
 
 def pseudo_line(pseudo: dict) -> str:
@@ -215,8 +220,13 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
     pre_runs = {"source-only": "pretrain", "oracle": "pretrain-oracle"}
 
+    def pretraining(row: str) -> tuple[str, Path]:
+        """The method and folder of the first stage a row starts from."""
+        method = "oracle" if row == "oracle" else "source-only"
+        return method, out / f"seed{seed}" / pre_runs[method]
+
     def second_stage(row: str) -> dict:
-        pre_dir = out / f"seed{seed}" / pre_runs["oracle" if row == "oracle" else "source-only"]
+        pre_dir = pretraining(row)[1]
         return merge_overrides(base, {
             "method": {"name": ROW_METHOD.get(row, row.split("+")[0])},
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
@@ -227,8 +237,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
     for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only")):  # baselines first
         if row == "prior":
             continue
-        pre_method = "oracle" if row == "oracle" else "source-only"
-        pre_dir = out / f"seed{seed}" / pre_runs[pre_method]
+        pre_method, pre_dir = pretraining(row)
         pre = merge_overrides(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_iters}})

@@ -3,13 +3,14 @@ GPUs through autocast. torch is imported here only, when this backend is chosen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from jal_deploy.modelinfo import ModelInfo, ModelInfoError
 
-from .base import MAX_BATCH, MAX_SIDE, MIN_SIDE, PROGRAM_SIDE_MULTIPLE, Backend, BackendError, InputRange
+from .base import PROGRAM_SIDE_MULTIPLE, Backend, BackendError, export_range
 
 EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.py writes it under this name)
 
@@ -47,8 +48,7 @@ class TorchBackend(Backend):
         except (ModelInfoError, TypeError) as e:
             raise BackendError(f"{self.path} carries no jal-deploy model metadata ({e}): export it with jal-export")
         if self.info.dynamic:
-            self.accepts = InputRange((1, MAX_BATCH), (MIN_SIDE, MAX_SIDE), (MIN_SIDE, MAX_SIDE),
-                                      multiple=PROGRAM_SIDE_MULTIPLE)
+            self.accepts = dataclasses.replace(export_range(self.info), multiple=PROGRAM_SIDE_MULTIPLE)
         self.module = program.module().to(self.device)
         on_gpu = self.device == "cuda"
         if on_gpu and channels_last:
