@@ -23,6 +23,7 @@ from export.precision import to_int8
 from jal_deploy.datasets import find_samples, read_image
 from jal_deploy.labels import get_protocol
 from jal_deploy.machine import cpu_summary
+from jal_deploy.metrics import Agreement
 from jal_deploy.modelinfo import ModelInfo
 from jal_deploy.synth import generate
 from training.models import build_model
@@ -70,7 +71,7 @@ def main() -> None:
             eager = median_ms(lambda f: net(torch.from_numpy(f)), frame, args.repeats)
         ms32 = median_ms(lambda f: s32.run(None, {"image": f}), frame, args.repeats)
         ms8 = median_ms(lambda f: s8.run(None, {"image": f}), frame, args.repeats)
-        agree = float((s8.run(None, {"image": frame})[0] == s32.run(None, {"image": frame})[0]).mean())
+        agree = Agreement().update(s8.run(None, {"image": frame})[0], s32.run(None, {"image": frame})[0]).percent
         rows.append((arch, f"{w}x{h}", eager, ms32, ms8, agree))
     print(f"\nCPU: {cpu_summary()}; {torch.get_num_threads()} torch threads; ONNX Runtime {ort.__version__}, CPU provider; batch 1; "
           f"median of {args.repeats}; random weights")
@@ -78,7 +79,7 @@ def main() -> None:
           f"{'eager/fp32':>10s} {'int8 agree':>10s}")
     for arch, size, eager, ms32, ms8, agree in rows:
         print(f"{arch:15s} {size:9s} {eager:9.1f} {ms32:9.1f} {ms8:9.1f} {ms32 / ms8:9.2f} {eager / ms32:10.2f} "
-              f"{100 * agree:9.2f}%")
+              f"{agree:9.2f}%")
 
 
 if __name__ == "__main__":

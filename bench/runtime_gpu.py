@@ -112,13 +112,14 @@ def parity_rows(torch, path, args, dev, results, precisions) -> None:
     """Labels of each reduced precision against fp32 on the same random frames (random weights, so this
     bounds the rounding effect, not accuracy)."""
     from jal_deploy.backends.torch_backend import TorchBackend
+    from jal_deploy.metrics import Agreement
     frames = np.random.default_rng(1).integers(0, 256, (2, args.h, args.w, 3), dtype=np.uint8)
     reference = TorchBackend(path, device=dev, precision="fp32")(frames)
     for precision in precisions:
         if precision == "fp32":
             continue
         labels = TorchBackend(path, device=dev, precision=precision)(frames)
-        row = {"precision": precision, "reference": "fp32", "argmax_agreement": 100.0 * float((labels == reference).mean())}
+        row = {"precision": precision, "reference": "fp32", "argmax_agreement": Agreement().update(labels, reference).percent}
         results.add("parity", row)
         print(f"{precision} vs fp32: argmax agreement {row['argmax_agreement']:.3f} %", flush=True)
 

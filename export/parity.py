@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from jal_deploy.metrics import ConfusionMatrix
+from jal_deploy.metrics import Agreement, ConfusionMatrix
 from training.evaluate import deployed_output
 from training.models import TwoLevelSegmenter
 
@@ -68,7 +68,7 @@ def reference_logits(model: TwoLevelSegmenter, bgr: np.ndarray, mean, std) -> np
 def compare(name: str, precision: str, model: TwoLevelSegmenter, run_artefact, frames, mean, std,
             labels=None, num_classes: int | None = None) -> ParityReport:
     """`run_artefact(bgr_batch) -> labels (N,H,W) or logits (N,C,H,W)`; frames: list of (1,H,W,3) uint8."""
-    agree = total = 0
+    agreement = Agreement()
     max_err = None
     cm_ref = cm_art = None
     if labels is not None:
@@ -81,10 +81,9 @@ def compare(name: str, precision: str, model: TwoLevelSegmenter, run_artefact, f
             max_err = err if max_err is None else max(max_err, err)
             out = out.argmax(1)
         ref_labels = ref.argmax(1)
-        agree += int((out == ref_labels).sum())
-        total += ref_labels.size
+        agreement.update(out, ref_labels)
         if labels is not None:
             cm_ref.update(ref_labels[0], labels[i])
             cm_art.update(out[0].astype(np.int64), labels[i])
-    return ParityReport(name, precision, len(frames), max_err, 100.0 * agree / total,
+    return ParityReport(name, precision, len(frames), max_err, agreement.percent,
                         cm_ref.miou() if cm_ref else None, cm_art.miou() if cm_art else None)

@@ -1,5 +1,7 @@
 """The README's main job: generate the synthetic Cityscapes-format target val and a street video, then segment
-both with the shipped demo model (mIoU table + FPS, overlays, annotated video). CPU only, no download.
+both with the shipped demo model and its source-only counterpart side by side (both mIoU tables with the
+per-class delta, FPS, captioned comparison images, the annotated video and a comparison video). CPU only, no
+download.
 
 The val frames are the ones the model card scores (same seed and subset: frames depend only on the seed and
 their index), so the mIoU printed here is the card's number, measured again on this machine.
@@ -16,6 +18,7 @@ from jal_deploy.synth import generate, generate_video
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 DEMO_MODEL = REPO_MODELS / "jal-wtm-synthetic-r18.onnx"
+DEMO_BASELINE = REPO_MODELS / "source-only-synthetic-r18.onnx"  # the same network and budget, not adapted
 
 
 def _ensure_val(root: Path, frames: int, size: tuple[int, int], seed: int, progress: bool) -> Path:
@@ -31,12 +34,17 @@ def _ensure_val(root: Path, frames: int, size: tuple[int, int], seed: int, progr
 
 def run_demo(out: str | Path = "runs/demo-segment", model: str | Path | None = None, val_frames: int = 100,
              video_frames: int = 75, size: tuple[int, int] = (512, 256), seed: int = 0, device: str = "auto",
-             progress: bool = True, log=print) -> dict:
+             progress: bool = True, log=print, baseline: str | Path | None = None, compare: bool = True) -> dict:
+    """`baseline` (default: the shipped source-only model) runs beside `model` unless `compare` is False."""
     out = Path(out)
     model = Path(model) if model else DEMO_MODEL
     if not model.is_file():
         raise FileNotFoundError(f"demo model {model} not found: run from a clone of the repository (models/ holds "
                                 f"it) or pass --model")
+    baseline = (Path(baseline) if baseline else DEMO_BASELINE) if compare else None
+    if baseline is not None and not baseline.is_file():
+        raise FileNotFoundError(f"baseline model {baseline} not found: pass --baseline, or --no-compare to run the "
+                                f"adapted model alone")
     log(f"1/4 synthetic Cityscapes-format val: {val_frames} frames at {size[0]}x{size[1]} (seed {seed})")
     val_root = _ensure_val(out / "data", val_frames, size, seed, progress)
     video = out / "street.mp4"
@@ -44,21 +52,48 @@ def run_demo(out: str | Path = "runs/demo-segment", model: str | Path | None = N
     if not video.is_file() or _frames(video) != video_frames:
         generate_video(video, seed=seed, frames=video_frames, size=size, force=True, progress=progress)
     seg = Segmenter.from_path(model, device=device)
-    log(f"3/4 jal-segment cityscapes:{val_root} -m {model} ({seg.describe()})")
-    val = run_job(seg, open_source(f"cityscapes:{val_root}"), out / "val", save=("overlay",), progress=progress,
-                  log=log)
+    base = Segmenter.from_path(baseline, device=device) if baseline is not None else None
+    try:
+        return _run(out, seg, base, model, baseline, val_root, video, progress, log)
+    finally:
+        seg.close()
+        if base is not None:
+            base.close()
+
+
+def _run(out, seg, base, model, baseline, val_root, video, progress, log) -> dict:
+    if base is None:
+        log(f"3/4 jal-segment cityscapes:{val_root} -m {model} ({seg.describe()})")
+        val = run_job(seg, open_source(f"cityscapes:{val_root}"), out / "val", save=("overlay",), progress=progress,
+                      log=log)
+        metrics, images = val.metrics, out / "val" / "overlay"
+    else:  # the source-only model first, so the delta reads "what adaptation changed"
+        log(f"3/4 jal-segment cityscapes:{val_root} -m {baseline} --compare {model} ({seg.describe()})")
+        val = run_job(base, open_source(f"cityscapes:{val_root}"), out / "val", save=("compare",),
+                      progress=progress, log=log, compare=seg, names=("source-only", "adapted"))
+        metrics, images = val.compare, out / "val" / "compare"
     log(val.table)
     log(val.stats.line())
-    log(f"4/4 jal-segment {video} -m {model}")
+    log(f"4/4 jal-segment {video} -m {model}" + (f", and side by side with {baseline}" if base is not None else ""))
     drive = run_job(seg, open_source(str(video)), out / "street", save=("video",), progress=progress, log=log)
     log(drive.stats.line())
-    summary = {"model": str(model), "backend": seg.describe(), "val": {"miou": val.metrics["miou"],
-               "per_class": val.metrics["per_class"], "timing": val.stats.to_dict(), "overlays": str(out / "val" / "overlay"),
+    summary = {"model": str(model), "backend": seg.describe(), "val": {"miou": metrics["miou"],
+               "per_class": metrics["per_class"], "timing": val.stats.to_dict(), "images": str(images),
                "report": str(val.report)},
                "video": {**drive.outputs["video"], "timing": drive.stats.to_dict(), "report": str(drive.report)}}
-    log(f"Target val mIoU {100 * val.metrics['miou']:.2f} % (model card: models/README.md); overlays in "
-        f"{out / 'val' / 'overlay'}; annotated video {drive.outputs['video']['path']}")
-    seg.close()
+    if base is not None:
+        side = run_job(base, open_source(str(video)), out / "street-compare", save=("video",), progress=progress,
+                       log=log, compare=seg, names=("source-only", "adapted"))
+        summary["baseline"] = {"model": str(baseline), "miou": val.metrics["miou"],
+                               "per_class": val.metrics["per_class"], "miou_delta": val.compare["miou_delta"],
+                               "agreement": val.compare["agreement"], "video": side.outputs["video"]["path"]}
+        log(f"Target val mIoU: source-only {100 * val.metrics['miou']:.2f} -> adapted {100 * metrics['miou']:.2f} "
+            f"({100 * val.compare['miou_delta']:+.2f}; model card: models/README.md). Side-by-side images in "
+            f"{images}; videos {drive.outputs['video']['path']} and {side.outputs['video']['path']} (source-only | "
+            f"adapted)")
+    else:
+        log(f"Target val mIoU {100 * metrics['miou']:.2f} % (model card: models/README.md); overlays in {images}; "
+            f"annotated video {drive.outputs['video']['path']}")
     return summary
 
 

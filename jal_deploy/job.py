@@ -1,5 +1,7 @@
 """`run_job`: what `jal-segment` does with a model and a source: predictions from the pipeline, files and
 video written by a writer thread (so encoding overlaps inference), mIoU on labelled trees, `report.json`.
+With a second model (`compare`), both segment every frame: their agreement, both mIoU tables and the
+per-class delta, captioned side-by-side images and video.
 
 Nothing is left half-written: images are written atomically, the video is finalised on every exit
 (finished, failed frame, Ctrl-C) and the report says which items were skipped and why.
@@ -17,8 +19,9 @@ from pathlib import Path
 
 from jal_deploy.atomic import write_text
 from jal_deploy.evaluation import Evaluation
+from jal_deploy.metrics import Agreement, format_compare_table
 from jal_deploy.outputs import CODECS, FrameFiles, OutputError, VideoFile, check_writable
-from jal_deploy.pipeline import Stats, predictions
+from jal_deploy.pipeline import COMPARE, Stats, predictions
 from jal_deploy.sources import Source
 
 _END = object()
@@ -34,6 +37,7 @@ class JobResult:
     table: str | None = None
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
+    compare: dict | None = None      # with a second model: its name, agreement and (labelled trees) metrics
 
     @property
     def exit_code(self) -> int:
@@ -43,8 +47,24 @@ class JobResult:
         return 1 if self.skipped or self.status != "finished" else 0
 
 
-def default_saves(source: Source) -> tuple[str, ...]:
-    return ("video",) if source.kind in ("video", "camera", "stream") else ("overlay",)
+def default_saves(source: Source, compare: bool = False) -> tuple[str, ...]:
+    if source.kind in ("video", "camera", "stream"):
+        return ("video",)
+    return ("compare",) if compare else ("overlay",)
+
+
+def model_names(a: str | Path, b: str | Path) -> tuple[str, str]:
+    """Captions for two models: their file names without the suffix, with the folder when those are equal."""
+    a, b = Path(a), Path(b)
+    if a.stem != b.stem:
+        return a.stem, b.stem
+    return f"{a.parent.name}/{a.stem}", f"{b.parent.name}/{b.stem}"
+
+
+def _check_comparable(segmenter, compare) -> None:
+    if compare.info.protocol != segmenter.info.protocol:
+        raise OutputError(f"cannot compare a model predicting the {segmenter.info.protocol}-class protocol with "
+                          f"one predicting {compare.info.protocol} classes: both must predict the same classes")
 
 
 def display_available() -> bool:
@@ -53,20 +73,30 @@ def display_available() -> bool:
 
 def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | None = None, opacity: float = 0.5,
             batch: int = 1, vid_stride: int = 1, codec: str = "mp4v", video_style: str = "overlay",
-            show: bool = False, stop: threading.Event | None = None, progress: bool = True, log=print) -> JobResult:
+            show: bool = False, stop: threading.Event | None = None, progress: bool = True, log=print,
+            compare=None, names: tuple[str, str] | None = None) -> JobResult:
+    """`compare`: a second `Segmenter` run on the same frames (`names`: the two captions, default the file
+    names); the video then shows both side by side."""
     out = Path(out)
-    save = default_saves(source) if save is None else tuple(save)
+    save = default_saves(source, compare is not None) if save is None else tuple(save)
     if "video" in save and source.kind not in ("video", "camera", "stream"):
         raise OutputError(f"--save video needs a video, camera or stream source, not a {source.kind}")
+    if "compare" in save and compare is None:
+        raise OutputError("--save compare needs a second model (jal-segment --compare OTHER_MODEL)")
+    if compare is not None:
+        _check_comparable(segmenter, compare)
+        names = names or model_names(segmenter.backend.path, compare.backend.path)
     check_writable(out)
     stop = stop or threading.Event()
     stats = Stats()
-    files = FrameFiles(out, save, segmenter, opacity)
+    files = FrameFiles(out, save, segmenter, opacity, names=names if compare is not None else None)
     video = None
     if "video" in save:
         stem = getattr(source, "stem", "video")
         video = VideoFile(out / f"{stem}{CODECS.get(codec, '.mp4')}", source.fps or 25.0, codec)
     evaluation = Evaluation(segmenter.info.protocol, source.fmt) if source.labelled else None
+    evaluation_b = Evaluation(compare.info.protocol, source.fmt) if source.labelled and compare is not None else None
+    agreement = Agreement()
     if show and not display_available():
         log("No display found (DISPLAY/WAYLAND_DISPLAY unset): --show is ignored.")
         show = False
@@ -82,14 +112,15 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
                 return
             if writer_error:
                 continue  # keep draining so the producer never blocks
-            item, labels = got
+            item, labels, other = got
             t = time.perf_counter()
             try:
                 if labels is not None:
-                    files.write(item.name, item.frame, labels)
+                    files.write(item.name, item.frame, labels, other)
                 if video is not None:
                     if labels is not None:
-                        last_rendered["frame"] = files.render(video_style, item.frame, labels)
+                        last_rendered["frame"] = (files.render(video_style, item.frame, labels) if other is None
+                                                  else files.render_pair(video_style, item.frame, labels, other))
                     if "frame" in last_rendered:  # an undecodable frame repeats the last one: timing is kept
                         video.write(last_rendered["frame"])
             except BaseException as e:  # noqa: BLE001 - reported by the consumer
@@ -103,9 +134,16 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=source.length, unit="frame", desc="jal-segment", dynamic_ncols=True, leave=True)
+    other = None
     try:
         for pred in predictions(segmenter, source, batch=batch, vid_stride=vid_stride, stats=stats, stop=stop):
             item = pred.item
+            if compare is not None and pred.labels is not None:
+                if not (pred.reused and other is not None and other.shape == pred.labels.shape):
+                    t = time.perf_counter()
+                    other = compare.predict(item.frame)
+                    stats.add(COMPARE, time.perf_counter() - t)
+                agreement.update(pred.labels, other)
             if item.error:
                 result.skipped.append({"item": item.name, "error": item.error})
                 if bar is not None:
@@ -113,10 +151,12 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
             elif evaluation is not None and item.label is not None:
                 t = time.perf_counter()
                 evaluation.update(pred.labels, item.label)
+                if evaluation_b is not None:
+                    evaluation_b.update(other, item.label)
                 stats.add("post", time.perf_counter() - t)
             if writer_error:
                 break  # reported below, after the video is finalised
-            q.put((item, pred.labels))
+            q.put((item, pred.labels, other if compare is not None and pred.labels is not None else None))
             if show and pred.labels is not None:
                 import cv2
                 cv2.imshow("jal-segment (q to stop)", segmenter.overlay(item.frame, pred.labels, opacity))
@@ -158,6 +198,32 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
         result.metrics = evaluation.results()
         result.table = evaluation.table()
         report.update(result.metrics)
+    if compare is not None:
+        result.compare = _comparison(compare, names, agreement, result.metrics, evaluation_b)
+        if evaluation_b is not None and evaluation_b.images:
+            result.table = _compare_table(names, result.metrics, result.compare)
+        report["compare"] = result.compare
     result.report = out / "report.json"
     write_text(result.report, json.dumps(report, indent=2) + "\n")
     return result
+
+
+def _comparison(compare, names, agreement: Agreement, metrics: dict | None, evaluation: Evaluation | None) -> dict:
+    doc = {"model": str(compare.backend.path), "backend": compare.describe(), "names": list(names),
+           "agreement": None if agreement.total == 0 else agreement.percent, "pixels": agreement.total}
+    if evaluation is not None and evaluation.images:
+        other = evaluation.results()
+        doc.update(other)
+        doc["miou_delta"] = (None if metrics["miou"] is None or other["miou"] is None
+                             else other["miou"] - metrics["miou"])
+        doc["per_class_delta"] = {k: None if v is None or other["per_class"][k] is None else other["per_class"][k] - v
+                                  for k, v in metrics["per_class"].items()}
+    return doc
+
+
+def _compare_table(names, metrics: dict, compare: dict) -> str:
+    summary = {f"mIoU ({n} classes)" if n != "13" else "mIoU* (13 classes)":
+               (metrics["protocols"][n]["miou"], compare["protocols"][n]["miou"]) for n in metrics["protocols"]}
+    return format_compare_table(metrics["per_class"], compare["per_class"], names[0], names[1], summary=summary,
+                                title=f"{metrics['images']} images, protocol {metrics['protocol']}; "
+                                      f"pixel agreement {compare['agreement']:.2f} %")

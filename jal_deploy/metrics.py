@@ -104,6 +104,28 @@ class ConfusionMatrix:
         return {name: float(v) for name, v in zip(names, iou)}
 
 
+class Agreement:
+    """Share of pixels on which two predictions give the same class, summed over images (so a large image weighs
+    more than a small one), in percent. The one definition behind export's parity report (artefact vs PyTorch),
+    `jal-segment --compare` (any two models) and the int8 checks: every "agreement" in this package is this."""
+
+    def __init__(self):
+        self.same = 0
+        self.total = 0
+
+    def update(self, a: np.ndarray, b: np.ndarray) -> "Agreement":
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape:
+            raise ValueError(f"cannot compare predictions of shapes {a.shape} and {b.shape}")
+        self.same += int(np.count_nonzero(a == b))
+        self.total += a.size
+        return self
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.same / self.total if self.total else float("nan")
+
+
 def format_iou_table(
     iou: Sequence[float] | Mapping[str, float],
     names: Sequence[str] | None = None,
@@ -136,3 +158,35 @@ def format_iou_table(
     lines.append(rule)
     lines += [f"{k:<{width}}  {fmt(v)}" for k, v in summary.items()]
     return "\n".join(lines)
+
+
+def format_compare_table(a: Mapping[str, float | None], b: Mapping[str, float | None], name_a: str, name_b: str,
+                         summary: Mapping[str, tuple[float | None, float | None]] | None = None,
+                         title: str | None = None) -> str:
+    """Two per-class IoU tables side by side (percent) with the change from `a` to `b`; `None` or NaN prints as
+    n/a (a class absent from ground truth and both predictions) and has no delta."""
+    def num(v):
+        return float("nan") if v is None else float(v)
+
+    def fmt(v: float) -> str:
+        return f"{100.0 * v:8.2f}" if np.isfinite(v) else "     n/a"
+
+    def delta(x: float, y: float) -> str:
+        return f"{100.0 * (y - x):+8.2f}" if np.isfinite(x) and np.isfinite(y) else "        "
+
+    if list(a) != list(b):
+        raise ValueError("the two tables must list the same classes in the same order")
+    rows = [(k, num(a[k]), num(b[k])) for k in a]
+    if summary is None:
+        summary = {"mIoU": tuple(float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+                                 for v in (np.array([r[1] for r in rows]), np.array([r[2] for r in rows])))}
+    rows_sum = [(k, num(x), num(y)) for k, (x, y) in summary.items()]
+    width = max([len(r[0]) for r in rows + rows_sum] + [5])
+    col = max(len(name_a), len(name_b), 8)
+    rule = "-" * (width + 2 * col + 14)
+    lines = [title] if title else []
+    lines += [f"{'class':<{width}}  {name_a:>{col}}  {name_b:>{col}}  {'delta':>8}", rule]
+    lines += [f"{k:<{width}}  {fmt(x):>{col}}  {fmt(y):>{col}}  {delta(x, y)}" for k, x, y in rows]
+    lines.append(rule)
+    lines += [f"{k:<{width}}  {fmt(x):>{col}}  {fmt(y):>{col}}  {delta(x, y)}" for k, x, y in rows_sum]
+    return "\n".join(line.rstrip() for line in lines)

@@ -4,6 +4,7 @@ official Cityscapes evaluator globs `<city>_<seq>_<frame>*.png`) never see anoth
   overlay/<name>.jpg   colour mask blended over the frame (--opacity)
   color/<name>.png     colour mask (dataset palette)
   side/<name>.jpg      frame and colour mask side by side
+  compare/<name>.jpg   with --compare: this model's overlay next to the other model's, each captioned
   trainIds/<name>.png  19-class Cityscapes train ids (255 = ignore)
   labelIds/<name>_labelIds.png  Cityscapes label ids at full resolution, for the official evaluator
   <source>.mp4         annotated video (video, camera and stream sources), every frame at the source's rate
@@ -22,9 +23,10 @@ import numpy as np
 
 from jal_deploy.atomic import atomic_path, unwritable_reason, write_bytes
 
-FRAME_KINDS = ("overlay", "color", "side", "trainid", "labelid")
+FRAME_KINDS = ("overlay", "color", "side", "trainid", "labelid", "compare")
 KINDS = FRAME_KINDS + ("video",)
-FOLDERS = {"overlay": "overlay", "color": "color", "side": "side", "trainid": "trainIds", "labelid": "labelIds"}
+FOLDERS = {"overlay": "overlay", "color": "color", "side": "side", "trainid": "trainIds", "labelid": "labelIds",
+           "compare": "compare"}
 VIDEO_STYLES = ("overlay", "side", "color")
 # codec -> container suffix; pip OpenCV cannot write H.264, so h264 goes through PyAV (extra `video`).
 CODECS = {"mp4v": ".mp4", "MJPG": ".avi", "VP80": ".webm", "VP90": ".webm", "h264": ".mp4"}
@@ -40,17 +42,40 @@ def check_writable(out: Path) -> None:
         raise OutputError(reason)
 
 
-class FrameFiles:
-    """Per-frame image outputs of the kinds asked for."""
+def caption(image: np.ndarray, text: str) -> np.ndarray:
+    """The image under a black band with `text` in white, scaled to the image's width."""
+    h, w = image.shape[:2]
+    scale = max(0.4, w / 900)
+    band = max(18, int(28 * scale))
+    out = np.zeros((h + band, w, 3), dtype=np.uint8)
+    out[band:] = image if image.ndim == 3 else image[..., None]
+    cv2.putText(out, text, (6, band - max(5, band // 4)), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, (255, 255, 255),
+                max(1, round(scale)), cv2.LINE_AA)
+    return out
 
-    def __init__(self, out: Path, kinds, segmenter, opacity: float = 0.5, jpeg_quality: int = 90):
+
+class FrameFiles:
+    """Per-frame image outputs of the kinds asked for. `names`: the captions of the two models of a comparison
+    (this one first), needed for the `compare` kind and comparison videos."""
+
+    def __init__(self, out: Path, kinds, segmenter, opacity: float = 0.5, jpeg_quality: int = 90,
+                 names: tuple[str, str] | None = None):
         self.out, self.kinds, self.seg, self.opacity = Path(out), [k for k in kinds if k in FRAME_KINDS], segmenter, opacity
+        if "compare" in self.kinds and names is None:
+            raise OutputError("the compare output needs a second model (jal-segment --compare OTHER_MODEL)")
+        self.names = names
         self.jpeg = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
         self.counts = dict.fromkeys(self.kinds, 0)
 
     def path(self, kind: str, name: str) -> Path:
-        suffix = {"overlay": ".jpg", "side": ".jpg", "labelid": "_labelIds.png"}.get(kind, ".png")
+        suffix = {"overlay": ".jpg", "side": ".jpg", "compare": ".jpg", "labelid": "_labelIds.png"}.get(kind, ".png")
         return self.out / FOLDERS[kind] / (name + suffix)
+
+    def render_pair(self, kind: str, frame: np.ndarray, labels: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """This model's rendering of `kind` next to the other model's, each captioned with its name (both models
+        predict the same classes, so one palette serves both)."""
+        a, b = (self.render(kind, frame, x) for x in (labels, other))
+        return np.hstack([caption(a, self.names[0]), caption(b, self.names[1])])
 
     def render(self, kind: str, frame: np.ndarray, labels: np.ndarray) -> np.ndarray:
         if kind == "overlay":
@@ -63,11 +88,12 @@ class FrameFiles:
             return self.seg.to_train_ids(labels)
         return self.seg.to_label_ids(labels)
 
-    def write(self, name: str, frame: np.ndarray, labels: np.ndarray) -> None:
+    def write(self, name: str, frame: np.ndarray, labels: np.ndarray, other: np.ndarray | None = None) -> None:
         for kind in self.kinds:
             path = self.path(kind, name)
-            ok, data = cv2.imencode(path.suffix, self.render(kind, frame, labels),
-                                    self.jpeg if path.suffix == ".jpg" else [])
+            image = (self.render_pair("overlay", frame, labels, other) if kind == "compare"
+                     else self.render(kind, frame, labels))
+            ok, data = cv2.imencode(path.suffix, image, self.jpeg if path.suffix == ".jpg" else [])
             if not ok:
                 raise OutputError(f"OpenCV could not encode {path}")
             try:

@@ -23,6 +23,7 @@ import numpy as np
 from jal_deploy.sources import Item, Source
 
 STAGES = ("decode", "pre", "infer", "post", "encode")
+COMPARE = "compare"  # the second model of `jal-segment --compare`, timed when there is one
 _END = object()
 
 
@@ -39,7 +40,7 @@ class Stats:
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] += seconds
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
     @property
     def fps(self) -> float:
@@ -52,8 +53,8 @@ class Stats:
 
     def ms_per_frame(self) -> dict[str, float]:
         """pre and infer per frame that went through the network; the other stages per output frame."""
-        per = {s: self.inferred if s in ("pre", "infer") else self.frames for s in STAGES}
-        return {s: 1000.0 * v / max(per[s], 1) for s, v in self.seconds.items()}
+        return {s: 1000.0 * v / max(self.inferred if s in ("pre", "infer") else self.frames, 1)
+                for s, v in self.seconds.items()}
 
     def to_dict(self) -> dict:
         return {"frames": self.frames, "inferred": self.inferred, "batches": self.batches, "dropped": self.dropped,
@@ -62,7 +63,7 @@ class Stats:
 
     def line(self) -> str:
         ms = self.ms_per_frame()
-        stages = ", ".join(f"{s} {ms[s]:.1f}" for s in STAGES)
+        stages = ", ".join(f"{s} {ms[s]:.1f}" for s in ms)
         return (f"{self.frames} frames in {self.wall:.1f} s: {self.fps:.1f} FPS end to end, "
                 f"{self.inference_fps:.1f} FPS inference; ms/frame: {stages}")
 

@@ -37,6 +37,7 @@ Examples:
   jal-segment cityscapes:data/cityscapes -m model.onnx --save labelid  # val mIoU + evaluator-ready PNGs
   jal-segment "frames/*.png" -m model.int8.onnx --save overlay,color --batch 4
   jal-segment 0 -m r101.fp16.engine --show                             # camera 0 on a GPU with TensorRT
+  jal-segment cityscapes:data/val -m adapted.onnx --compare source-only.onnx  # both tables, delta, agreement
 \b
 SOURCE: an image, a folder, a glob (quoted), a video file, a camera index, a stream URL, or a labelled
 tree as cityscapes:PATH (--split, default val), gta5:PATH or synthia:PATH.
@@ -56,6 +57,9 @@ Exit status: 0 done, 1 done with skipped items (listed) or an error, 130 interru
 @click.option("--save", "save", multiple=True, callback=_kinds, metavar="KINDS",
               help=f"Comma-separated outputs: {', '.join(KINDS)}, none "
                    "[default: video for videos/cameras/streams, overlay otherwise].")
+@click.option("--compare", "compare_model", type=click.Path(dir_okay=False), metavar="OTHER_MODEL",
+              help="Also run this artefact on the same frames: pixel agreement, both mIoU tables with the per-class "
+                   "delta (labelled trees), captioned side-by-side images (compare/) and video.")
 @click.option("--opacity", type=click.FloatRange(0, 1), default=0.5, show_default=True, help="Overlay opacity.")
 @click.option("--video-style", type=click.Choice(VIDEO_STYLES), default="overlay", show_default=True,
               help="What the annotated video shows.")
@@ -71,7 +75,7 @@ Exit status: 0 done, 1 done with skipped items (listed) or an error, 130 interru
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads for inference [default: the backend's].")
 @click.option("--show", is_flag=True, help="Show a live window (needs a display; q stops).")
 @click.option("--progress/--no-progress", default=True, show_default=True)
-def main(source, model, out, device, backend, precision, size, save, opacity, video_style, codec, vid_stride, batch,
+def main(source, model, out, device, backend, precision, size, save, compare_model, opacity, video_style, codec, vid_stride, batch,
          split, list_file, limit, threads, show, progress) -> None:
     """Segment SOURCE with an exported model; report FPS, and mIoU on labelled trees.
 
@@ -92,21 +96,27 @@ def main(source, model, out, device, backend, precision, size, save, opacity, vi
         src = open_source(source, split=split, list_file=list_file, limit=limit)
     except SourceError as e:
         raise click.ClickException(str(e)) from None
+    seg = other = None
     try:
         seg = Segmenter.from_path(model, device=device, backend=backend, precision=precision, size=size,
                                   threads=threads)
+        if compare_model:
+            other = Segmenter.from_path(compare_model, device=device, precision=precision, size=size, threads=threads)
     except (BackendError, ValueError) as e:
         src.close()
-        raise click.ClickException(str(e)) from None
+        if seg is not None:
+            seg.close()
+        raise click.ClickException(f"{compare_model}: {e}" if seg is not None else str(e)) from None
     for note in seg.backend.notes:
         click.echo(f"Note: {note}", err=True)
-    click.echo(f"{src.description} -> {seg.describe()} -> {out}", err=True)
+    click.echo(f"{src.description} -> {seg.describe()}" + (f" vs {other.describe()}" if other else "") + f" -> {out}",
+               err=True)
     stop = threading.Event()
     previous = _install_sigint(stop)
     try:
         result = run_job(seg, src, out, save=save, opacity=opacity, batch=batch, vid_stride=vid_stride, codec=codec,
                          video_style=video_style, show=show, stop=stop, progress=progress,
-                         log=lambda m: click.echo(m, err=True))
+                         log=lambda m: click.echo(m, err=True), compare=other)
     except (OutputError, BackendError) as e:
         raise click.ClickException(str(e)) from None
     finally:
@@ -114,6 +124,8 @@ def main(source, model, out, device, backend, precision, size, save, opacity, vi
             signal.signal(signal.SIGINT, previous)
         src.close()
         seg.close()
+        if other is not None:
+            other.close()
     _print_result(result, out)
     sys.exit(result.exit_code)
 
@@ -137,6 +149,9 @@ def _print_result(result, out: Path) -> None:
     if result.table:
         click.echo(result.table)
     click.echo(result.stats.line())
+    if result.compare is not None and result.compare["agreement"] is not None:
+        a, b = result.compare["names"]
+        click.echo(f"{a} and {b} agree on {result.compare['agreement']:.2f} % of {result.compare['pixels']} pixels")
     for note in result.notes:
         click.echo(f"Note: {note}")
     if result.skipped:
