@@ -75,6 +75,9 @@ class DataConfig:
     val_limit: int = 0        # 0 = the whole split
     target_labels: str = ""   # self-training: a Cityscapes-format pseudo-label tree (`jal-train pseudo-label`)
     fda_beta: float = 0.0     # Fourier domain adaptation of source images (0 = off; FDA publishes 0.01)
+    color_jitter: float = 0.0  # photometric jitter strength of the labelled images (0 = off; DACS publishes 0.2)
+    blur: bool = False        # random Gaussian blur of the labelled images (p 0.5, as DACS)
+    rand_conv: bool = False   # random convolutions of the labelled images (RandConv, mixing variant)
     protocol: str = "19"      # the training classes: 19 (GTA5) or 16 (SYNTHIA)
     eval_protocols: tuple[str, ...] = ("19",)
     scale: tuple[float, float] = ()
@@ -159,6 +162,8 @@ class TrainConfig:
                               "tree written by `jal-train pseudo-label`)")
         if not 0.0 <= self.data.fda_beta < 0.5:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
+        if not 0.0 <= self.data.color_jitter <= 0.5:
+            raise ConfigError(f"data.color_jitter must be in [0, 0.5], got {self.data.color_jitter}")
         if self.data.fda_beta and self.method.name == "oracle":
             raise ConfigError("data.fda_beta restyles source images; the oracle reads none")
         if self.data.worker_start not in ("auto", "fork", "spawn", "forkserver"):

@@ -23,6 +23,7 @@ from .data import Augment, InfiniteSampler, SegmentationDataset, worker_init
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
 from .fda import FourierStyle
+from .photometric import Photometric, RandomConvolution, compose
 from .losses import adv_loss, dis_loss, seg_loss, upsample
 from .models import Discriminator, build_model
 from .optim import parameter_groups, sgd_param_groups
@@ -132,13 +133,17 @@ class Trainer:
         aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
                       crop=tuple(d.crop) or None, flip=d.flip)
         target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
+        # Photometric jitter applies to whichever stream is labelled, so the oracle keeps the same recipe.
+        jitter = compose(Photometric(d.color_jitter, d.blur, seed=seed + 3) if d.color_jitter > 0 or d.blur else None,
+                         RandomConvolution(seed=seed + 4) if d.rand_conv else None)
         if self.labels_from == "target":  # the oracle: target train labels at the target size, no source image
             labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
-                                           augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache)
+                                           augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache,
+                                           style=jitter)
         else:
             labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
                                            list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
-                                           cache=d.cache, style=self._fda_style())
+                                           cache=d.cache, style=compose(self._fda_style(), jitter))
         start = self.iteration * d.batch_size
         self.source_iter = self._loader(labelled, seed, start)  # the labelled stream (Eq. 1)
         self.target_iter = None
