@@ -13,12 +13,17 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
      `--target-bn-frames N` (default) BatchNorm normalises each batch in its own domain and the model is
      evaluated and saved with statistics re-estimated on N unlabelled target train frames (AdaBN; the `adabn`
      row is source-only training plus exactly that), with 0 every row keeps frozen source statistics;
-     `source-only` continues on source data with frozen statistics (no target image ever reaches it) and
-     `oracle` continues its own pretraining for the same number of iterations;
+     `source-only` continues on source data and `oracle` continues its own pretraining, both for the same
+     number of iterations and, with `--baseline-bn train` (default), with batch statistics as in their
+     pretraining (source-only's running statistics then come from source batches only: no target image
+     ever reaches it); `--baseline-bn frozen` keeps the pretraining's statistics fixed instead;
   3. every run is scored on a **held-out** target val generated with `--eval-seed` (never used to choose the
      protocol) as the mean of its last `--last-k` evaluations: no snapshot is picked with target labels.
   Source-only is also scored on held-out *source* frames (the size of the gap). Adversarial rows record their
   discriminators' accuracies, D2's mean source-probability on target maps and the WTM drift from identity.
+  4. label-free selection: every second-stage run keeps a snapshot at each evaluation; `jal-train select`'s
+     criteria (`d-prob` for runs with a discriminator, `entropy`) pick one without labels, and a second table
+     gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels only score picks).
 
 Runs are resumable (a finished run keeps result.json; an interrupted one resumes from its last checkpoint) and
 any subset of rows and seeds can be run; the table is printed from whatever has finished.
@@ -51,6 +56,7 @@ from training.config import merge_overrides, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
+from training.selection import select_snapshot
 from training.self_training import self_train
 
 # the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training
@@ -81,6 +87,7 @@ class Protocol:
     pretrain_eval_every: int = 500  # 0: as eval_every (the pretraining curves: oracle mIoU against time)
     last_k: int = 3
     target_bn_frames: int = 200     # adaptation rows: BatchNorm statistics of this many target frames (0: frozen)
+    baseline_bn: str = "train"      # source-only and oracle continue with batch statistics (train) or frozen ones
     fda_beta: float = 0.01          # the +fda rows (FDA's published value)
     overrides: tuple[str, ...] = ()
 
@@ -94,13 +101,19 @@ ROW_METHOD = {"adabn": "source-only"}  # rows that are a method plus a protocol 
 
 
 def bn_policy(row: str, p: Protocol) -> dict:
-    """BatchNorm during the second stage. source-only and oracle keep the statistics of their own pretraining
-    (frozen: no target image reaches source-only). Adaptation rows, with `target_bn_frames`, normalise each batch
+    """BatchNorm during the second stage. source-only and oracle continue as they were pretrained: batch
+    statistics, running averages from their own batches (`baseline_bn=train`; source-only sees no target image,
+    so its statistics stay source statistics). Continuing at the pretraining's learning rate with the statistics
+    frozen instead once cost a CPU oracle 18 mIoU. Adaptation rows, with `target_bn_frames`, normalise each batch
     in its own domain and evaluate/save with statistics re-estimated on that many target train frames (AdaBN);
     `adabn` is source-only training plus exactly that, the share of the gap that statistics alone close."""
-    if row in ADAPT_ROWS and p.target_bn_frames:
-        return {"bn_mode": "train", "target_bn_frames": p.target_bn_frames}
-    return {"bn_mode": "frozen"}
+    if row in ADAPT_ROWS:
+        if p.target_bn_frames:
+            return {"bn_mode": "train", "target_bn_frames": p.target_bn_frames}
+        return {"bn_mode": "frozen", "target_bn_frames": 0}
+    if p.baseline_bn not in ("train", "frozen"):
+        raise SystemExit(f"--baseline-bn must be train or frozen, got {p.baseline_bn!r}")
+    return {"bn_mode": p.baseline_bn, "target_bn_frames": 0}
 
 
 def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
@@ -198,6 +211,46 @@ def pseudo_line(pseudo: dict) -> str:
     return f"pseudo labels: kept {100 * pseudo['kept_total']:.1f} %{overall} ({per_class})"
 
 
+def selection(run_dir: Path, snapshots_dir: Path, adversarial: bool, val_root: Path, report_only: bool) -> dict | None:
+    """How the label-free snapshot choices of a finished run score: the target mIoU of the snapshot each criterion
+    picks (`d-prob` for runs with a discriminator, `entropy`), of `last`, and of the best by labels (the bound
+    the label-free picks are judged against). Cached in selection.json next to the row's result."""
+    done = run_dir / "selection.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    if report_only or not (snapshots_dir / "checkpoints").is_dir():
+        return None
+    result = select_snapshot(snapshots_dir, by="d-prob" if adversarial else "entropy", val_root=str(val_root),
+                             progress=False)
+    snaps = result["snapshots"]
+    picks = {"entropy": min(snaps, key=lambda r: r["entropy"]), "last": max(snaps, key=lambda r: r["iteration"]),
+             "best-by-labels": max(snaps, key=lambda r: r["miou"])}
+    if adversarial:
+        picks["d-prob"] = max(snaps, key=lambda r: r["d_prob"])
+    out = {"snapshots": len(snaps), **{k: {"iteration": r["iteration"], "miou": 100 * r["miou"]}
+                                       for k, r in picks.items()}}
+    write_text(done, json.dumps(out, indent=1))
+    return out
+
+
+SELECTION_COLUMNS = ("d-prob", "entropy", "last", "best-by-labels")
+
+
+def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
+    """Target mIoU of the snapshot each criterion picks, mean over the seeds that have it."""
+    lines = [f"{'label-free selection':22s} " + " ".join(f"{c:>14s}" for c in SELECTION_COLUMNS) + "  snapshots"]
+    for row in rows:
+        found = [per_seed[s]["selection"][row] for s in sorted(per_seed) if row in per_seed[s].get("selection", {})]
+        if not found:
+            continue
+        cells = []
+        for c in SELECTION_COLUMNS:
+            values = [f[c]["miou"] for f in found if c in f]
+            cells.append(f"{statistics.mean(values):14.2f}" if values else f"{'':>14s}")
+        lines.append(f"{row:22s} " + " ".join(cells) + "  " + "/".join(str(f["snapshots"]) for f in found))
+    return "\n".join(lines) if len(lines) > 1 else ""
+
+
 def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> float:
     cfg = resolve(preset, overrides)
     trainer = Trainer(cfg, run_dir, resume=True, progress=False)
@@ -214,7 +267,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
                    "run": {"tensorboard": False, "seed": seed, **({"threads": threads} if threads else {})}},
                   parse_set(list(p.overrides)))
-    scores, info = {}, {}
+    scores, info, selections = {}, {}, {}
     if "prior" in rows:
         prior = layout_prior(train_tree / "gta5", "gta5")
         scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
@@ -232,7 +285,9 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
             "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0},
             "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
-            "run": {"eval_every": p.eval_every, "save_every": p.adapt_iters}})
+            # a snapshot at every evaluation, all kept: what label-free selection chooses from
+            "run": {"eval_every": p.eval_every, "save_every": p.eval_every,
+                    "keep": max(1, p.adapt_iters // p.eval_every) + 1}})
 
     for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only")):  # baselines first
         if row == "prior":
@@ -251,10 +306,19 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                 continue
             res = self_training(run_dir, out / f"seed{seed}" / f"{adapted}+ssl", int(rounds),
                                 out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only)
+            snapshots = out / f"seed{seed}" / f"{adapted}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)
+            snapshots = run_dir
         if res is None:
             continue
+        adversarial = ROW_METHOD.get(row, row.split("+")[0]) not in ("source-only", "oracle")
+        sel = selection(run_dir, snapshots, adversarial, eval_tree / "cityscapes", report_only)
+        if sel is not None:
+            selections[row] = sel
+            print(f"seed {seed} {row:12s} label-free selection over {sel['snapshots']} snapshots: "
+                  + ", ".join(f"{k} {v['miou']:.2f} (it {v['iteration']})" for k, v in sel.items() if k != "snapshots"),
+                  flush=True)
         last = [m for _, m in res["evals"][-p.last_k:]]
         scores[row] = 100 * sum(last) / len(last)
         info[row] = {"minutes": res["seconds"] / 60, "discriminators": res["discriminators"],
@@ -269,7 +333,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                 cached.write_text(json.dumps(100 * source_val_miou(run_dir, ov, p.preset, data["source-val"])))
             if cached.is_file():
                 scores["source-only@source-val"] = json.loads(cached.read_text())
-    return {"scores": scores, "info": info}
+    return {"scores": scores, "info": info, "selection": selections}
 
 
 def machine() -> str:
@@ -356,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
               f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
+    sel_text = selection_table(per_seed, args.rows)
+    if sel_text:
+        print(f"\nTarget mIoU of the snapshot each criterion picks (labels only to score the picks), mean over seeds:"
+              f"\n{sel_text}")
     minutes = {row: statistics.mean(m) for row in args.rows
                if (m := [per_seed[s]["info"][row]["minutes"] for s in args.seeds if row in per_seed[s]["info"]])}
     write_text(args.out / "summary.json", json.dumps(

@@ -63,6 +63,15 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
         assert f"\n{row} " in first.stdout and 0 <= summary["rows"][row]["mean"] <= 100
     assert "gap closed" in first.stdout and ("AVX2" in first.stdout or "instruction sets unknown" in first.stdout)
     assert (tmp_path / "seed0" / "pretrain-oracle" / "result.json").is_file()
+    # label-free selection: each criterion's pick scored, judged against last and the best by labels
+    picks = summary["per_seed"]["0"]["selection"]
+    assert set(picks["jal-wtm"]) == {"snapshots", "d-prob", "entropy", "last", "best-by-labels"}
+    assert "d-prob" not in picks["source-only"] and picks["jal-wtm"]["snapshots"] == 2  # iterations 1 and 2
+    assert picks["jal-wtm"]["last"]["iteration"] == 2
+    for row in ("source-only", "jal-wtm", "oracle"):
+        best = picks[row]["best-by-labels"]["miou"]
+        assert all(v["miou"] <= best for k, v in picks[row].items() if k != "snapshots")
+    assert "label-free selection" in first.stdout and "best-by-labels" in first.stdout
     again = _bench(tmp_path, "--seeds", "0", "--rows", *rows)  # everything finished: nothing retrains
     assert again.returncode == 0 and "iter " not in again.stdout
     assert json.loads((tmp_path / "summary.json").read_text())["rows"] == summary["rows"]
@@ -83,6 +92,9 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
     assert (tmp_path / "seed1-oracle.log").is_file()  # the oracle trained beside the other rows
     adabn = json.loads((tmp_path / "seed1" / "adabn" / "config.json").read_text())["model"]
     assert (adabn["bn_mode"], adabn["target_bn_frames"]) == ("train", 200)
+    for row in ("source-only", "oracle"):  # baselines continue as pretrained: batch statistics, no target frames
+        model = json.loads((tmp_path / "seed1" / row / "config.json").read_text())["model"]
+        assert (model["bn_mode"], model["target_bn_frames"]) == ("train", 0)
     assert "seed 1 adabn " in result.stdout and "gap closed" in result.stdout
 
 
@@ -98,3 +110,5 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     info = json.loads((tmp_path / "summary.json").read_text())["per_seed"]["0"]["info"]["jal-wtm+fda+ssl2"]
     assert 0 < info["pseudo"]["kept_total"] <= 1 and 0 <= info["pseudo"]["precision"]["overall"] <= 1
     assert "jal-wtm+fda+ssl2 pseudo labels: kept" in result.stdout
+    picks = json.loads((tmp_path / "summary.json").read_text())["per_seed"]["0"]["selection"]["jal-wtm+fda+ssl2"]
+    assert picks["snapshots"] >= 2 and "d-prob" in picks  # chosen among the last round's snapshots

@@ -181,6 +181,13 @@ def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
     assert "finished earlier" in logs[0] and (r2 / "round.json").is_file()
     assert (r2 / "train" / "checkpoints" / "last.pth").stat().st_mtime_ns == before
     assert again[1]["checkpoint"] == summaries[1]["checkpoint"]
+    # A moved rounds folder: the next round labels with round 1's model where it is now, not where it was.
+    moved = tmp_path / "moved"
+    (tmp_path / "ssl").rename(moved)
+    shutil.rmtree(moved / "round2")
+    self_train(adapted, moved, rounds=2, overrides=overrides, progress=False, log=logs.append)
+    assert json.loads((moved / "round2" / "pseudo" / "pseudo_labels.json").read_text())["settings"]["checkpoint"] == \
+        str((moved / "round1" / "train" / "checkpoints" / "last.pth").resolve())
 
 
 def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):

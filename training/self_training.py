@@ -60,7 +60,7 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
         done = folder / "round.json"
         if done.is_file():
             summaries.append(json.loads(done.read_text()))
-            model = Path(summaries[-1]["checkpoint"])
+            model = folder / "train" / "checkpoints" / "last.pth"  # where it is now, should the folder have moved
             log(f"round {k}: finished earlier ({model})")
             continue
         cfg = round_config(model, folder / "pseudo", preset, overrides)
