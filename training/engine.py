@@ -11,23 +11,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from jal_deploy.atomic import stale_temp_files, write_text
-from jal_deploy.datasets import find_samples
 
 from . import checkpoints as ckpt
 from .config import TrainConfig, from_dict
-from .data import Augment, InfiniteSampler, SegmentationDataset, worker_init
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
-from .fda import FourierStyle
-from .photometric import Photometric, RandomConvolution, compose
 from .losses import adv_loss, dis_loss, seg_loss, upsample
 from .models import Discriminator, build_model
 from .optim import parameter_groups, sgd_param_groups
 from .runlog import RunLog
+from .streams import build_streams
 
 INIT_HELP = ("The paper presets start from ImageNet/COCO weights: the AdaptSegNet repository links "
              "DeepLab_resnet_pretrained_init-f81d91e8.pth (ResNet-101) and torchvision publishes "
@@ -126,65 +122,13 @@ class Trainer:
                                 f"({len(report.missing)} tensors missing); refusing to train. {INIT_HELP}")
 
     def _build_data(self) -> None:
-        d, seed = self.cfg.data, self.cfg.run.seed
+        d = self.cfg.data
         if not d.target_root or not (d.source_root or self.labels_from == "target"):
             raise TrainingError("data.source_root and data.target_root are required "
                                 "(--set data.source_root=PATH data.target_root=PATH)")
-        aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
-                      crop=tuple(d.crop) or None, flip=d.flip)
-        target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
-        # Photometric jitter applies to whichever stream is labelled, so the oracle keeps the same recipe.
-        jitter = compose(Photometric(d.color_jitter, d.blur, seed=seed + 3) if d.color_jitter > 0 or d.blur else None,
-                         RandomConvolution(seed=seed + 4) if d.rand_conv else None)
-        if self.labels_from == "target":  # the oracle: target train labels at the target size, no source image
-            labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
-                                           augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache,
-                                           style=jitter)
-        else:
-            labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
-                                           list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
-                                           cache=d.cache, style=compose(self._fda_style(), jitter))
-        start = self.iteration * d.batch_size
-        self.source_iter = self._loader(labelled, seed, start)  # the labelled stream (Eq. 1)
-        self.target_iter = None
-        if self.adversarial or self.self_training:  # source-only trains on no target image (no BN or other leak)
-            # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
-            # the adversarial terms then use the same target batch, as Bidirectional Learning does.
-            root = d.target_labels if self.self_training else d.target_root
-            target = SegmentationDataset(root, "cityscapes", split="train", labelled=self.self_training,
-                                         list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
-                                         augment=target_aug, cache=d.cache)
-            self.target_iter = self._loader(target, seed + 1, start)
-        val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
-                                  list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
-                                  protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
-        self.val_loader = DataLoader(val, batch_size=1, num_workers=min(d.workers, 2))
-        self.bn_loader, self._bn_at = None, -1
-        if self.cfg.model.target_bn_frames:  # the first N target train frames, as evaluated: deterministic
-            frames = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
-                                         list_file=d.target_list or None, augment=Augment(size=tuple(d.target_size) or None),
-                                         limit=self.cfg.model.target_bn_frames, cache=d.cache)
-            self.bn_loader = DataLoader(frames, batch_size=d.batch_size, num_workers=min(d.workers, 2))
-
-    def _fda_style(self) -> FourierStyle | None:
-        """Source images restyled with a target train image's low-frequency amplitude (data.fda_beta > 0)."""
-        d = self.cfg.data
-        if d.fda_beta <= 0:
-            return None
-        targets = find_samples(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
-                               require_labels=False)
-        return FourierStyle([s.image for s in targets], d.fda_beta, seed=self.cfg.run.seed + 2,
-                            size=tuple(d.target_size) or None, cache=d.cache)
-
-    def _loader(self, dataset, seed: int, start: int):
-        d = self.cfg.data
-        sampler = InfiniteSampler(len(dataset), seed=seed, start=start, rank=self.env.rank, world=self.env.world)
-        start_method = d.worker_start if d.worker_start != "auto" else "spawn" if self.device.type == "cuda" else None
-        loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
-                            pin_memory=self.device.type == "cuda", drop_last=True,
-                            persistent_workers=d.workers > 0, worker_init_fn=worker_init,
-                            multiprocessing_context=start_method if d.workers > 0 else None)
-        return iter(loader)
+        streams = build_streams(self.cfg, self.device.type, self.env, start=self.iteration * d.batch_size)
+        self.source_iter, self.target_iter = streams.labelled, streams.target
+        self.val_loader, self.bn_loader, self._bn_at = streams.val, streams.bn, -1
 
     def _autocast(self):
         amp = self.cfg.run.amp

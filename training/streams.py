@@ -1,0 +1,93 @@
+"""The data of a training run, built from its config alone: the labelled stream (source images, or target
+train labels for the oracle), the target stream (unlabelled, or pseudo-labelled for self-training), the
+validation loader and the target frames BatchNorm statistics are re-estimated on.
+
+The streams are infinite and start at `start` draws, so a resumed run continues the exact batches.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from torch.utils.data import DataLoader
+
+from jal_deploy.datasets import find_samples
+
+from .config import TrainConfig
+from .data import Augment, InfiniteSampler, SegmentationDataset, worker_init
+from .distributed import DistEnv
+from .fda import FourierStyle
+from .photometric import Photometric, RandomConvolution, compose
+
+
+@dataclass
+class Streams:
+    labelled: Iterator            # Eq. 1's images and labels
+    target: Iterator | None       # None when the method reads no target image (source-only, oracle)
+    val: DataLoader
+    bn: DataLoader | None         # model.target_bn_frames > 0
+
+
+def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int = 0) -> Streams:
+    d, seed, flags = cfg.data, cfg.run.seed, cfg.flags
+    aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
+                  crop=tuple(d.crop) or None, flip=d.flip)
+    target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
+    # Photometric augmentation applies to whichever stream is labelled, so the oracle keeps the same recipe.
+    jitter = compose(Photometric(d.color_jitter, d.blur, seed=seed + 3) if d.color_jitter > 0 or d.blur else None,
+                     RandomConvolution(seed=seed + 4) if d.rand_conv else None)
+    if flags.labels == "target":  # the oracle: target train labels at the target size, no source image
+        labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
+                                       augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache, style=jitter)
+    else:
+        labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
+                                       list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
+                                       cache=d.cache, style=compose(_fda_style(cfg), jitter))
+    loader = _Loaders(cfg, device_type, env, start)
+    labelled_stream, target = loader(labelled, seed), None
+    if flags.adversarial or flags.self_training:  # source-only trains on no target image (no BN or other leak)
+        # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
+        # the adversarial terms then use the same target batch, as Bidirectional Learning does.
+        root = d.target_labels if flags.self_training else d.target_root
+        target = loader(SegmentationDataset(root, "cityscapes", split="train", labelled=flags.self_training,
+                                            list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
+                                            augment=target_aug, cache=d.cache), seed + 1)
+    val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
+                              list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
+                              protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
+    bn = None
+    if cfg.model.target_bn_frames:  # the first N target train frames, as evaluated: deterministic
+        frames = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
+                                     list_file=d.target_list or None, augment=Augment(size=tuple(d.target_size) or None),
+                                     limit=cfg.model.target_bn_frames, cache=d.cache)
+        bn = DataLoader(frames, batch_size=d.batch_size, num_workers=min(d.workers, 2))
+    return Streams(labelled_stream, target, DataLoader(val, batch_size=1, num_workers=min(d.workers, 2)), bn)
+
+
+def _fda_style(cfg: TrainConfig) -> FourierStyle | None:
+    """Source images restyled with a target train image's low-frequency amplitude (data.fda_beta > 0)."""
+    d = cfg.data
+    if d.fda_beta <= 0:
+        return None
+    targets = find_samples(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
+                           require_labels=False)
+    return FourierStyle([s.image for s in targets], d.fda_beta, seed=cfg.run.seed + 2,
+                        size=tuple(d.target_size) or None, cache=d.cache)
+
+
+class _Loaders:
+    """Infinite loaders of one run: every stream skips the same `start` draws, splits across DDP ranks, and
+    spawns its workers once CUDA is in use (a fork after CUDA init can hang)."""
+
+    def __init__(self, cfg: TrainConfig, device_type: str, env: DistEnv, start: int):
+        self.d, self.device_type, self.env, self.start = cfg.data, device_type, env, start
+
+    def __call__(self, dataset, seed: int) -> Iterator:
+        d = self.d
+        sampler = InfiniteSampler(len(dataset), seed=seed, start=self.start, rank=self.env.rank, world=self.env.world)
+        method = d.worker_start if d.worker_start != "auto" else "spawn" if self.device_type == "cuda" else None
+        loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
+                            pin_memory=self.device_type == "cuda", drop_last=True,
+                            persistent_workers=d.workers > 0, worker_init_fn=worker_init,
+                            multiprocessing_context=method if d.workers > 0 else None)
+        return iter(loader)
