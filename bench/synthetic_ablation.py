@@ -56,7 +56,7 @@ from training.config import merge_overrides, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
-from training.selection import select_snapshot
+from training.selection import CRITERIA, RANKING, select_snapshot
 from training.self_training import self_train
 
 # the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training
@@ -132,18 +132,18 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     return out
 
 
-def _result(run_dir: Path, report_only: bool, produce) -> dict | None:
-    """A run's result.json when it has finished; else None with `report_only`, else `produce()` (kept once its
-    status is finished)."""
-    done = run_dir / "result.json"
+def _result(run_dir: Path, report_only: bool, produce, name: str = "result.json") -> dict | None:
+    """A run's cached `name` (result.json) when it has finished; else None with `report_only`, else `produce()`
+    (kept once its status, if it has one, is finished)."""
+    done = run_dir / name
     if done.is_file():
         return json.loads(done.read_text())
     if report_only:
         return None
     result = produce()
-    if result["status"] == "finished":
+    if result.get("status", "finished") == "finished":
         run_dir.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps(result, indent=1))
+        write_text(done, json.dumps(result, indent=1))  # atomic: seeds running side by side read these
     return result
 
 
@@ -211,29 +211,21 @@ def pseudo_line(pseudo: dict) -> str:
     return f"pseudo labels: kept {100 * pseudo['kept_total']:.1f} %{overall} ({per_class})"
 
 
-def selection(run_dir: Path, snapshots_dir: Path, adversarial: bool, val_root: Path, report_only: bool) -> dict | None:
+def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: bool) -> dict | None:
     """How the label-free snapshot choices of a finished run score: the target mIoU of the snapshot each criterion
     picks (`d-prob` for runs with a discriminator, `entropy`), of `last`, and of the best by labels (the bound
     the label-free picks are judged against). Cached in selection.json next to the row's result."""
-    done = run_dir / "selection.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    if report_only or not (snapshots_dir / "checkpoints").is_dir():
-        return None
-    result = select_snapshot(snapshots_dir, by="d-prob" if adversarial else "entropy", val_root=str(val_root),
-                             progress=False)
-    snaps = result["snapshots"]
-    picks = {"entropy": min(snaps, key=lambda r: r["entropy"]), "last": max(snaps, key=lambda r: r["iteration"]),
-             "best-by-labels": max(snaps, key=lambda r: r["miou"])}
-    if adversarial:
-        picks["d-prob"] = max(snaps, key=lambda r: r["d_prob"])
-    out = {"snapshots": len(snaps), **{k: {"iteration": r["iteration"], "miou": 100 * r["miou"]}
-                                       for k, r in picks.items()}}
-    write_text(done, json.dumps(out, indent=1))
-    return out
+    def produce() -> dict:
+        snaps = select_snapshot(snapshots_dir, by="entropy", val_root=str(val_root), progress=False)["snapshots"]
+        picks = {c: min(snaps, key=RANKING[c]) for c in CRITERIA if c != "d-prob" or snaps[0]["d_prob"] is not None}
+        picks["best-by-labels"] = max(snaps, key=lambda r: r["miou"])
+        return {"snapshots": len(snaps), **{k: {"iteration": r["iteration"], "miou": 100 * r["miou"]}
+                                           for k, r in picks.items()}}
+    no_snapshots = not (snapshots_dir / "checkpoints").is_dir()
+    return _result(run_dir, report_only or no_snapshots, produce, name="selection.json")
 
 
-SELECTION_COLUMNS = ("d-prob", "entropy", "last", "best-by-labels")
+SELECTION_COLUMNS = (*CRITERIA, "best-by-labels")
 
 
 def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
@@ -312,8 +304,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             snapshots = run_dir
         if res is None:
             continue
-        adversarial = ROW_METHOD.get(row, row.split("+")[0]) not in ("source-only", "oracle")
-        sel = selection(run_dir, snapshots, adversarial, eval_tree / "cityscapes", report_only)
+        sel = selection(run_dir, snapshots, eval_tree / "cityscapes", report_only)
         if sel is not None:
             selections[row] = sel
             print(f"seed {seed} {row:12s} label-free selection over {sel['snapshots']} snapshots: "

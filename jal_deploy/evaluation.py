@@ -44,11 +44,15 @@ class Evaluation:
 
     def table(self) -> str:
         res = self.results()
-        summary = {f"mIoU ({n} classes)" if n != "13" else "mIoU* (13 classes)": res["protocols"][n]["miou"]
-                   for n in self.protocols}
+        summary = {summary_name(n): res["protocols"][n]["miou"] for n in self.protocols}
         return format_iou_table({k: (np.nan if v is None else v) for k, v in res["per_class"].items()},
                                 summary={k: (np.nan if v is None else v) for k, v in summary.items()},
                                 title=f"{self.images} images, protocol {res['protocol']}")
+
+
+def summary_name(protocol: str) -> str:
+    """The row label of a protocol's mIoU in printed tables (SYNTHIA's 13-class mean is the starred mIoU*)."""
+    return "mIoU* (13 classes)" if protocol == "13" else f"mIoU ({protocol} classes)"
 
 
 def _num(v: float) -> float | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jal_deploy.atomic import write_text
-from jal_deploy.evaluation import Evaluation
+from jal_deploy.evaluation import Evaluation, summary_name
 from jal_deploy.metrics import Agreement, format_compare_table
 from jal_deploy.outputs import CODECS, FrameFiles, OutputError, VideoFile, check_writable
 from jal_deploy.pipeline import COMPARE, Stats, predictions
@@ -81,15 +81,13 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
     save = default_saves(source, compare is not None) if save is None else tuple(save)
     if "video" in save and source.kind not in ("video", "camera", "stream"):
         raise OutputError(f"--save video needs a video, camera or stream source, not a {source.kind}")
-    if "compare" in save and compare is None:
-        raise OutputError("--save compare needs a second model (jal-segment --compare OTHER_MODEL)")
     if compare is not None:
         _check_comparable(segmenter, compare)
         names = names or model_names(segmenter.backend.path, compare.backend.path)
+    files = FrameFiles(out, save, segmenter, opacity, names=names if compare is not None else None)
     check_writable(out)
     stop = stop or threading.Event()
     stats = Stats()
-    files = FrameFiles(out, save, segmenter, opacity, names=names if compare is not None else None)
     video = None
     if "video" in save:
         stem = getattr(source, "stem", "video")
@@ -156,7 +154,7 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
                 stats.add("post", time.perf_counter() - t)
             if writer_error:
                 break  # reported below, after the video is finalised
-            q.put((item, pred.labels, other if compare is not None and pred.labels is not None else None))
+            q.put((item, pred.labels, other if pred.labels is not None else None))
             if show and pred.labels is not None:
                 import cv2
                 cv2.imshow("jal-segment (q to stop)", segmenter.overlay(item.frame, pred.labels, opacity))
@@ -222,8 +220,8 @@ def _comparison(compare, names, agreement: Agreement, metrics: dict | None, eval
 
 
 def _compare_table(names, metrics: dict, compare: dict) -> str:
-    summary = {f"mIoU ({n} classes)" if n != "13" else "mIoU* (13 classes)":
-               (metrics["protocols"][n]["miou"], compare["protocols"][n]["miou"]) for n in metrics["protocols"]}
+    summary = {summary_name(n): (metrics["protocols"][n]["miou"], compare["protocols"][n]["miou"])
+               for n in metrics["protocols"]}
     return format_compare_table(metrics["per_class"], compare["per_class"], names[0], names[1], summary=summary,
                                 title=f"{metrics['images']} images, protocol {metrics['protocol']}; "
                                       f"pixel agreement {compare['agreement']:.2f} %")

@@ -37,7 +37,8 @@ def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
 
 
 def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-    return np.clip(_grey(image).mean() + factor * (image - _grey(image).mean()), 0, 255)
+    mean = _grey(image).mean()
+    return np.clip(mean + factor * (image - mean), 0, 255)
 
 
 def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:

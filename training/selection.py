@@ -33,6 +33,8 @@ from .losses import upsample
 from .models import Discriminator
 
 CRITERIA = ("d-prob", "entropy", "last")
+# sort keys of the snapshot rows `select_snapshot` scores: the first after sorting is the criterion's pick
+RANKING = {"d-prob": lambda r: -r["d_prob"], "entropy": lambda r: r["entropy"], "last": lambda r: -r["iteration"]}
 
 
 class SelectionError(RuntimeError):
@@ -108,8 +110,7 @@ def select_snapshot(run: str | Path, by: str = "d-prob", val_root: str = "", lim
         if labelled:
             row["miou"] = evaluate(model, loader, d.protocol, [d.protocol], dev)[d.protocol]["miou"]
         rows.append(row)
-    order = {"d-prob": lambda r: -r["d_prob"], "entropy": lambda r: r["entropy"], "last": lambda r: -r["iteration"]}
-    ranking = sorted(rows, key=order[by])
+    ranking = sorted(rows, key=RANKING[by])
     best = max(rows, key=lambda r: r["miou"])["name"] if labelled else None
     return {"by": by, "run": str(run), "val_root": str(root), "choice": ranking[0]["name"], "last": last,
             "best_by_labels": best, "snapshots": ranking}
