@@ -5,7 +5,8 @@
 #   INSTALL=1 bash bench/reproduce_demo_model.sh          # also copy the new files over models/
 # Steps: synthetic benchmark (seed 0) -> 1500 source-only iterations -> 400 JAL+WTM iterations (and 400 more
 # source-only ones for the comparison row) -> jal-export fp32 + int8 with parity on the 100 val frames ->
-# jal-segment scores both models on the target val -> sha256 / prediction agreement against models/.
+# jal-segment scores both models on the target val -> sha256 / prediction agreement against models/ ->
+# the card's picture (models/demo-grid.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/demo}
@@ -73,7 +74,13 @@ for export, family, int8_min in (("export", "jal-wtm-synthetic-r18", 97.5),
 if failed:
     sys.exit(f"outside the model card's tolerance: {', '.join(failed)}")
 PY
+# the card's picture: 4 evenly spaced val frames, image | source-only | adapted | ground truth
+python -c "import sys; from jal_deploy.grid import comparison_grid as g; g(sys.argv[1], {'source-only': sys.argv[2], \
+'adapted': sys.argv[3]}, sys.argv[4])" "$VAL" "$WORK/export-source-only/last.onnx" "$WORK/export/last.onnx" \
+  "$WORK/demo-grid.png"
+echo "Picture: $WORK/demo-grid.png"
 if [ "${INSTALL:-0}" = 1 ]; then
+  cp "$WORK/demo-grid.png" models/demo-grid.png
   cp "$WORK/export/last.onnx" models/jal-wtm-synthetic-r18.onnx
   cp "$WORK/export/last.int8.onnx" models/jal-wtm-synthetic-r18.int8.onnx
   cp "$WORK/export/parity.json" models/jal-wtm-synthetic-r18.parity.json

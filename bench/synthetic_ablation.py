@@ -57,10 +57,12 @@ from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
 from training.selection import CRITERIA, RANKING, select_snapshot
+from training.pseudo_labels import PseudoLabelOptions
 from training.self_training import self_train
 
-# the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training
-PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2")
+# the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training;
+# `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP)
+PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+fda+sp+ssl2")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")
@@ -187,13 +189,14 @@ def _wtm_drift(model) -> dict:
 
 
 def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, overrides: dict, preset: str,
-                  report_only: bool) -> dict | None:
+                  report_only: bool, spatial_prior: bool = False) -> dict | None:
     """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
     +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
     labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
     def produce() -> dict:
         start = time.perf_counter()
-        summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, progress=False, log=lambda *_: None)
+        summaries = self_train(adapted, rounds_dir, rounds, preset, overrides,
+                               PseudoLabelOptions(spatial_prior=spatial_prior), progress=False, log=lambda *_: None)
         train_dir = rounds_dir / f"round{rounds}" / "train"
         model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
         return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start, "status": "finished",
@@ -293,12 +296,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         run_dir = out / f"seed{seed}" / row
         ov = second_stage(row)
         if "+ssl" in row:
-            adapted, rounds = row.rsplit("+ssl", 1)
+            stem, rounds = row.rsplit("+ssl", 1)
+            adapted = stem.removesuffix("+sp")
             if train(out / f"seed{seed}" / adapted, second_stage(adapted), p.preset, report_only) is None:
                 continue
-            res = self_training(run_dir, out / f"seed{seed}" / f"{adapted}+ssl", int(rounds),
-                                out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only)
-            snapshots = out / f"seed{seed}" / f"{adapted}+ssl" / f"round{rounds}" / "train"
+            res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", int(rounds),
+                                out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
+                                spatial_prior=stem != adapted)
+            snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)
             snapshots = run_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from jal_deploy.grid import comparison_grid
 from jal_deploy.job import run_job
 from jal_deploy.segmenter import Segmenter
 from jal_deploy.sources import open_source
@@ -54,14 +55,14 @@ def run_demo(out: str | Path = "runs/demo-segment", model: str | Path | None = N
     seg = Segmenter.from_path(model, device=device)
     base = Segmenter.from_path(baseline, device=device) if baseline is not None else None
     try:
-        return _run(out, seg, base, model, baseline, val_root, video, progress, log)
+        return _run(out, seg, base, model, baseline, val_root, video, progress, log, device)
     finally:
         seg.close()
         if base is not None:
             base.close()
 
 
-def _run(out, seg, base, model, baseline, val_root, video, progress, log) -> dict:
+def _run(out, seg, base, model, baseline, val_root, video, progress, log, device) -> dict:
     if base is None:
         log(f"3/4 jal-segment cityscapes:{val_root} -m {model} ({seg.describe()})")
         val = run_job(seg, open_source(f"cityscapes:{val_root}"), out / "val", save=("overlay",), progress=progress,
@@ -84,12 +85,15 @@ def _run(out, seg, base, model, baseline, val_root, video, progress, log) -> dic
     if base is not None:
         side = run_job(base, open_source(str(video)), out / "street-compare", save=("video",), progress=progress,
                        log=log, compare=seg, names=("source-only", "adapted"))
+        grid = comparison_grid(val_root, {"source-only": baseline, "adapted": model}, out / "grid.png",
+                               device=device)
         summary["baseline"] = {"model": str(baseline), "miou": val.metrics["miou"],
                                "per_class": val.metrics["per_class"], "miou_delta": val.compare["miou_delta"],
-                               "agreement": val.compare["agreement"], "video": side.outputs["video"]["path"]}
+                               "agreement": val.compare["agreement"], "video": side.outputs["video"]["path"],
+                               "grid": grid["path"]}
         log(f"Target val mIoU: source-only {100 * val.metrics['miou']:.2f} -> adapted {100 * metrics['miou']:.2f} "
-            f"({100 * val.compare['miou_delta']:+.2f}; model card: models/README.md). Side-by-side images in "
-            f"{images}; videos {drive.outputs['video']['path']} and {side.outputs['video']['path']} (source-only | "
+            f"({100 * val.compare['miou_delta']:+.2f}; model card: models/README.md). Picture: {grid['path']}; "
+            f"side-by-side images in {images}; videos {drive.outputs['video']['path']} and {side.outputs['video']['path']} (source-only | "
             f"adapted)")
     else:
         log(f"Target val mIoU {100 * metrics['miou']:.2f} % (model card: models/README.md); overlays in {images}; "

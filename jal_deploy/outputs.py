@@ -42,10 +42,10 @@ def check_writable(out: Path) -> None:
         raise OutputError(reason)
 
 
-def caption(image: np.ndarray, text: str) -> np.ndarray:
-    """The image under a black band with `text` in white, scaled to the image's width."""
+def caption(image: np.ndarray, text: str, scale: float | None = None) -> np.ndarray:
+    """The image under a black band with `text` in white, scaled to the image's width unless `scale` is given."""
     h, w = image.shape[:2]
-    scale = max(0.4, w / 900)
+    scale = scale or max(0.4, w / 900)
     band = max(18, int(28 * scale))
     out = np.zeros((h + band, w, 3), dtype=np.uint8)
     out[band:] = image if image.ndim == 3 else image[..., None]

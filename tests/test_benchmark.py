@@ -99,7 +99,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
-    rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "oracle"]
+    rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -112,3 +112,9 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert "jal-wtm+fda+ssl2 pseudo labels: kept" in result.stdout
     picks = json.loads((tmp_path / "summary.json").read_text())["per_seed"]["0"]["selection"]["jal-wtm+fda+ssl2"]
     assert picks["snapshots"] >= 2 and "d-prob" in picks  # chosen among the last round's snapshots
+    # +sp: the same adapted model, its own rounds, pseudo labels weighted by the source spatial prior (CBST-SP)
+    sp = json.loads((seed / "jal-wtm+fda+sp+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    plain = json.loads((seed / "jal-wtm+fda+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    assert sp["settings"]["spatial_prior"] is True and "spatial_prior" not in plain["settings"]
+    assert sp["settings"]["checkpoint"] == plain["settings"]["checkpoint"]
+    assert "seed 0 jal-wtm+fda+sp+ssl1 target mIoU" in result.stdout

@@ -33,6 +33,8 @@ def test_demo_script_runs_the_main_job_end_to_end(tmp_path):
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and video.get(cv2.CAP_PROP_FRAME_WIDTH) == 256
     side = cv2.VideoCapture(str(out / "street-compare" / "street.mp4"))  # source-only | adapted, captioned
     assert int(side.get(cv2.CAP_PROP_FRAME_COUNT)) == 6 and side.get(cv2.CAP_PROP_FRAME_WIDTH) == 512
+    grid = cv2.imread(str(out / "grid.png"))  # 4 frames x (image | source-only | adapted | ground truth)
+    assert grid.shape[1] == 4 * 256 + 3 * 2 and grid.shape[0] > 4 * 128 and "grid.png" in proc.stdout
     # a second run reuses the generated data and video
     again = subprocess.run([str(REPO / "demo.sh"), "-o", str(out), "--val-frames", "4", "--video-frames", "6",
                             "--size", "256x128", "--no-progress"], capture_output=True, text=True, env=env, timeout=300)

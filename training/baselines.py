@@ -18,9 +18,10 @@ from jal_deploy.metrics import ConfusionMatrix
 PRIOR_SIZE = (256, 128)  # (W, H) grid the label counts are gathered on; upsampled (nearest) to each label
 
 
-def layout_prior(root: str | Path, fmt: str, protocol: str = "19", size: tuple[int, int] = PRIOR_SIZE,
-                 split: str | None = None, limit: int | None = None) -> np.ndarray:
-    """(H, W) uint8 map of protocol class indices: the per-position mode of the labels under `root`."""
+def layout_counts(root: str | Path, fmt: str, protocol: str = "19", size: tuple[int, int] = PRIOR_SIZE,
+                  split: str | None = None, limit: int | None = None) -> np.ndarray:
+    """(C, H, W) int64: how often each protocol class is the label at each position of the labels under
+    `root` (labels resized, nearest, to `size`); ignore pixels are not counted."""
     proto = get_protocol(protocol)
     lut = proto.from_trainid19
     w, h = size
@@ -31,9 +32,15 @@ def layout_prior(root: str | Path, fmt: str, protocol: str = "19", size: tuple[i
     flat = np.arange(h * w)
     for sample in samples:
         label = cv2.resize(lut[read_label(sample, fmt)], (w, h), interpolation=cv2.INTER_NEAREST).ravel()
-        label = np.where(label == IGNORE, proto.num_classes, label)
-        np.add.at(counts, (label, flat), 1)
-    return counts[:-1].argmax(0).reshape(h, w).astype(np.uint8)
+        label = np.where(label == IGNORE, proto.num_classes, label).astype(np.int64)
+        counts += np.bincount(label * (h * w) + flat, minlength=counts.size).reshape(counts.shape)
+    return counts[:-1].reshape(-1, h, w)
+
+
+def layout_prior(root: str | Path, fmt: str, protocol: str = "19", size: tuple[int, int] = PRIOR_SIZE,
+                 split: str | None = None, limit: int | None = None) -> np.ndarray:
+    """(H, W) uint8 map of protocol class indices: the per-position mode of the labels under `root`."""
+    return layout_counts(root, fmt, protocol, size, split, limit).argmax(0).astype(np.uint8)
 
 
 def prior_scores(prior: np.ndarray, val_root: str | Path, protocol: str = "19", split: str = "val",

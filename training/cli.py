@@ -167,11 +167,12 @@ def _command(name: str, *args, **options) -> str:
 
 
 def _pseudo_options(split="train", list_file="", cap=0.9, percentile=50.0, flip=False, batch=1, size=None,
-                    device="auto"):
+                    device="auto", spatial_prior=False, prior_root="", prior_format=""):
     from training.pseudo_labels import PseudoLabelOptions
 
     return PseudoLabelOptions(split=split, list_file=list_file or "", cap=cap, percentile=percentile, flip=flip,
-                              batch=batch, size=tuple(size or ()), device=device)
+                              batch=batch, size=tuple(size or ()), device=device, spatial_prior=spatial_prior,
+                              prior_root=prior_root or "", prior_format=prior_format or "")
 
 
 _PSEUDO_OPTIONS = [
@@ -184,6 +185,12 @@ _PSEUDO_OPTIONS = [
     click.option("--size", callback=size_option, metavar="WxH",
                  help="Network input size (default: the checkpoint's data.target_size)."),
     click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True),
+    click.option("--spatial-prior", is_flag=True,
+                 help="CBST-SP: weight the probabilities by where each class lies in the source labels."),
+    click.option("--prior-root", type=click.Path(file_okay=False, exists=True),
+                 help="Labelled tree the spatial prior counts (default: the checkpoint's data.source_root)."),
+    click.option("--prior-format", type=click.Choice(["gta5", "synthia", "cityscapes"]),
+                 help="Format of --prior-root (default: the checkpoint's data.source)."),
 ]
 
 
@@ -204,11 +211,13 @@ def _with(options):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The pseudo-label tree to write.")
 @_with(_PSEUDO_OPTIONS)
 @click.option("--no-progress", is_flag=True)
-def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, flip, batch, size, device, no_progress):
+def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, flip, batch, size, device, spatial_prior,
+                 prior_root, prior_format, no_progress):
     """Write pseudo labels of CHECKPOINT's deployed decoder for the --target images, as a Cityscapes tree.
 
     Class-balanced thresholds as Bidirectional Learning: per class, the median confidence of the pixels
-    predicted as that class, capped at 0.9; pixels below become ignore. Resumable: run it again to finish.
+    predicted as that class, capped at 0.9; pixels below become ignore. With --spatial-prior (CBST-SP) the
+    probabilities are first weighted by where each class lies in the source labels. Resumable: run it again.
 
     \b
     Example:
@@ -217,10 +226,12 @@ def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, fli
     from training.pseudo_labels import PseudoLabelError, make_pseudo_labels
 
     command = _command("pseudo-label", checkpoint, target=target, split=split, list=list_file, out=out, cap=cap,
-                       percentile=percentile, flip=flip, size=size)
+                       percentile=percentile, flip=flip, size=size, spatial_prior=spatial_prior,
+                       prior_root=prior_root, prior_format=prior_format)
     try:
         make_pseudo_labels(checkpoint, target, out, _pseudo_options(split, list_file, cap, percentile, flip, batch,
-                                                                    size, device),
+                                                                    size, device, spatial_prior, prior_root,
+                                                                    prior_format),
                            progress=not no_progress, command=command, log=click.echo)
     except (PseudoLabelError, DatasetError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
@@ -241,7 +252,7 @@ def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, fli
 @_with(_PSEUDO_OPTIONS)
 @click.option("--no-progress", is_flag=True)
 def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, cap, percentile, flip, batch,
-                       size, device, no_progress):
+                       size, device, spatial_prior, prior_root, prior_format, no_progress):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -257,7 +268,8 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
     try:
         overrides = _overrides(sets, method, iters, stop_at)
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides,
-                               _pseudo_options("train", "", cap, percentile, flip, batch, size, device),
+                               _pseudo_options("train", "", cap, percentile, flip, batch, size, device,
+                                               spatial_prior, prior_root, prior_format),
                                progress=not no_progress, log=click.echo)
     except RoundInterrupted as e:
         click.echo(str(e))

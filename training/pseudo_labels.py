@@ -14,6 +14,7 @@ exactly the files an uninterrupted run writes.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -32,6 +33,7 @@ from jal_deploy.metrics import ConfusionMatrix
 from .checkpoints import load_trained
 from .data import Augment, SegmentationDataset
 from .evaluate import deployed_output
+from .spatial_prior import source_spatial_prior
 
 N_BINS = 10_000
 JSON_NAME = "pseudo_labels.json"
@@ -51,6 +53,9 @@ class PseudoLabelOptions:
     batch: int = 1
     size: tuple[int, int] = ()  # network input (W, H); () = the checkpoint's data.target_size
     device: str = "auto"
+    spatial_prior: bool = False  # CBST-SP: weight the probabilities by where each class lies in the source labels
+    prior_root: str = ""        # the labelled tree the prior counts ("" = the checkpoint's data.source_root)
+    prior_format: str = ""      # its format ("" = the checkpoint's data.source)
 
 
 def class_thresholds(hist: np.ndarray, percentile: float, cap: float) -> np.ndarray:
@@ -78,10 +83,19 @@ def kept_fractions(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 class _Predictor:
-    """Deployed decoder -> (labels, confidence bins) at each image's full size."""
+    """Deployed decoder -> (labels, confidence bins) at each image's full size; with a spatial prior q(pos | c)
+    (C, H, W), the probabilities become p(c | image, pos), proportional to softmax * q."""
 
-    def __init__(self, model, device: torch.device, flip: bool):
+    def __init__(self, model, device: torch.device, flip: bool, prior: np.ndarray | None = None):
         self.model, self.device, self.flip = model.to(device).eval(), device, flip
+        self.prior = None if prior is None else torch.from_numpy(prior).to(device)
+        self._priors: dict[tuple[int, int], torch.Tensor] = {}
+
+    def _prior_at(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) not in self._priors:
+            self._priors[(h, w)] = F.interpolate(self.prior[None], size=(h, w), mode="bilinear",
+                                                 align_corners=False)[0]
+        return self._priors[(h, w)]
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -92,6 +106,9 @@ class _Predictor:
         out = []
         for p, (w, h) in zip(prob, sizes):  # as Bidirectional Learning: probabilities upsampled, then max
             full = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=True)[0]
+            if self.prior is not None:
+                full = full * self._prior_at(h, w)
+                full = full / full.sum(0, keepdim=True).clamp_min(1e-30)
             conf, label = full.max(0)
             bins = (conf * N_BINS).long().clamp_(0, N_BINS - 1)
             out.append((label.cpu().numpy().astype(np.uint8), bins.cpu().numpy()))
@@ -135,15 +152,19 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     train = meta["train"]
     protocol = get_protocol(train["data"]["protocol"] if train else ("19" if model.num_classes == 19 else "16"))
     size = tuple(o.size) or tuple(train["data"]["target_size"] if train else (1024, 512))
+    prior = None
+    if o.spatial_prior:
+        o = _resolve_prior_source(o, train)
+        prior = source_spatial_prior(o.prior_root, o.prior_format, protocol.name)
     dataset = SegmentationDataset(target_root, "cityscapes", split=o.split, list_file=o.list_file or None,
                                   labelled=False, augment=Augment(size=size), protocol=protocol.name)
     samples = dataset.samples
     outputs = [label_path(out, "cityscapes", s.image, o.split) for s in samples]
     settings = {"checkpoint": str(Path(checkpoint).resolve()), "iteration": meta["provenance"]["iteration"],
                 "target": str(target_root.resolve()), **asdict(o), "size": list(size)}
-    for key in ("device", "batch"):  # they do not change the files
-        settings.pop(key)
-    predict = _Predictor(model, _device(o.device), o.flip)
+    for key in ("device", "batch") + (() if o.spatial_prior else ("spatial_prior", "prior_root", "prior_format")):
+        settings.pop(key)  # they do not change the files (and trees made before spatial priors stay valid)
+    predict = _Predictor(model, _device(o.device), o.flip, prior)
 
     def predictions(indices, desc):
         bar = tqdm(total=len(samples), initial=len(samples) - len(indices), desc=desc, disable=not progress,
@@ -188,6 +209,18 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     write_text(out / JSON_NAME, json.dumps(summary, indent=1))
     log(format_summary(summary))
     return summary
+
+
+def _resolve_prior_source(o: PseudoLabelOptions, train: dict | None) -> PseudoLabelOptions:
+    """The spatial prior's labelled tree and format: given, or the checkpoint's own source data."""
+    data = (train or {}).get("data", {})
+    root, fmt = o.prior_root or data.get("source_root", ""), o.prior_format or data.get("source", "")
+    if not root or not fmt:
+        raise PseudoLabelError("--spatial-prior needs labelled source data: this checkpoint records none, so pass "
+                               "--prior-root ROOT --prior-format gta5|synthia|cityscapes")
+    if not Path(root).is_dir():
+        raise PseudoLabelError(f"the spatial prior's source tree {root} does not exist; pass --prior-root")
+    return dataclasses.replace(o, prior_root=str(Path(root).resolve()), prior_format=fmt)
 
 
 def _named(protocol, values) -> dict:
