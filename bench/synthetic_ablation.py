@@ -22,8 +22,8 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
   Source-only is also scored on held-out *source* frames (the size of the gap). Adversarial rows record their
   discriminators' accuracies, D2's mean source-probability on target maps and the WTM drift from identity.
   4. label-free selection: every second-stage run keeps a snapshot at each evaluation; `jal-train select`'s
-     criteria (`d-prob` for runs with a discriminator, `entropy`) pick one without labels, and a second table
-     gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels only score picks).
+     criteria (`d-prob` and `d-ref` for runs with a discriminator, `entropy`) pick one without labels, and a
+     second table gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels only score picks).
 
 Runs are resumable (a finished run keeps result.json; an interrupted one resumes from its last checkpoint) and
 any subset of rows and seeds can be run; the table is printed from whatever has finished.
@@ -56,7 +56,7 @@ from training.config import merge_overrides, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
-from training.selection import CRITERIA, RANKING, select_snapshot
+from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
 from training.pseudo_labels import PseudoLabelOptions
 from training.self_training import self_train
 
@@ -216,11 +216,12 @@ def pseudo_line(pseudo: dict) -> str:
 
 def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: bool) -> dict | None:
     """How the label-free snapshot choices of a finished run score: the target mIoU of the snapshot each criterion
-    picks (`d-prob` for runs with a discriminator, `entropy`), of `last`, and of the best by labels (the bound
+    picks (`d-prob`, `d-ref` for runs with a discriminator, `entropy`), of `last`, and of the best by labels (the bound
     the label-free picks are judged against). Cached in selection.json next to the row's result."""
     def produce() -> dict:
         snaps = select_snapshot(snapshots_dir, by="entropy", val_root=str(val_root), progress=False)["snapshots"]
-        picks = {c: min(snaps, key=RANKING[c]) for c in CRITERIA if c != "d-prob" or snaps[0]["d_prob"] is not None}
+        picks = {c: min(snaps, key=RANKING[c]) for c in CRITERIA
+                 if c not in ADVERSARIAL or snaps[0]["d_prob"] is not None}
         picks["best-by-labels"] = max(snaps, key=lambda r: r["miou"])
         return {"snapshots": len(snaps), **{k: {"iteration": r["iteration"], "miou": 100 * r["miou"]}
                                            for k, r in picks.items()}}

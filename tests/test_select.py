@@ -58,6 +58,24 @@ def test_d_prob_is_the_mean_d2_source_probability_on_target_val_maps(synth_root,
     assert result["best_by_labels"] == max(rows.values(), key=lambda r: r["miou"])["name"]
 
 
+def test_d_ref_judges_every_snapshot_with_the_newest_d2(synth_root, run):
+    result = select_snapshot(run, "d-ref", progress=False)
+    rows = {r["name"]: r for r in result["snapshots"]}
+    assert [r["d_ref"] for r in result["snapshots"]] == sorted((r["d_ref"] for r in rows.values()), reverse=True)
+    assert rows["iter_0000003"]["d_ref"] == pytest.approx(rows["iter_0000003"]["d_prob"], rel=1e-6)  # its own D2
+    referee = Discriminator(19, 16).eval()
+    referee.load_state_dict(read_checkpoint(run / "checkpoints" / "iter_0000003.pth")["discriminators"]["d2"])
+    model, _ = load_trained(run / "checkpoints" / "iter_0000001.pth")
+    val = SegmentationDataset(synth_root / "cityscapes", "cityscapes", split="val", augment=Augment(size=(96, 48)),
+                              resize_label=False, limit=2)
+    with torch.no_grad():
+        probs = [torch.sigmoid(referee(torch.softmax(torch.nn.functional.interpolate(
+            model(val[i]["image"][None])["high"], size=(48, 96), mode="bilinear", align_corners=True), 1))).mean().item()
+            for i in range(len(val))]
+    assert rows["iter_0000001"]["d_ref"] == pytest.approx(sum(probs) / len(probs), rel=1e-5)
+    assert rows["iter_0000001"]["d_ref"] != pytest.approx(rows["iter_0000001"]["d_prob"], rel=1e-6)
+
+
 def test_entropy_and_last_rank_their_way(run):
     by_entropy = select_snapshot(run, "entropy", progress=False)
     assert [r["entropy"] for r in by_entropy["snapshots"]] == sorted(r["entropy"] for r in by_entropy["snapshots"])
@@ -76,9 +94,11 @@ def test_last_pth_is_scored_when_its_snapshot_was_pruned(run, tmp_path):
 
 def test_d_prob_needs_a_run_with_discriminators(synth_root, tmp_path):
     Trainer(tiny_cfg(synth_root, "source-only", iters=2), tmp_path / "so", progress=False).run()
-    with pytest.raises(SelectionError, match="entropy"):
-        select_snapshot(tmp_path / "so", "d-prob", progress=False)
-    assert select_snapshot(tmp_path / "so", "entropy", progress=False)["snapshots"][0]["d_prob"] is None
+    for by in ("d-prob", "d-ref"):
+        with pytest.raises(SelectionError, match="entropy"):
+            select_snapshot(tmp_path / "so", by, progress=False)
+    row = select_snapshot(tmp_path / "so", "entropy", progress=False)["snapshots"][0]
+    assert row["d_prob"] is None and row["d_ref"] is None
 
 
 def test_select_cli_prints_ranking_choice_and_comparison(run, tmp_path):

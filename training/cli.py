@@ -287,8 +287,9 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
 
 @main.command("select")
 @click.argument("run", type=click.Path(file_okay=False, exists=True))
-@click.option("--by", type=click.Choice(("d-prob", "entropy", "last")), default="d-prob", show_default=True,
-              help="d-prob: highest mean D2 source-probability on target maps; entropy: lowest mean prediction "
+@click.option("--by", type=click.Choice(("d-prob", "d-ref", "entropy", "last")), default="d-prob", show_default=True,
+              help="d-prob: highest mean D2 source-probability on target maps, each snapshot under its own D2; "
+                   "d-ref: the same under one referee, the newest snapshot's D2; entropy: lowest mean prediction "
                    "entropy; last: the newest snapshot.")
 @click.option("--val-root", default="", help="Cityscapes-format tree to score on (default: the run's val tree).")
 @click.option("--limit", type=click.IntRange(0), default=0, help="Score on the first N val images (0 = the run's).")

@@ -4,7 +4,10 @@ The paper's Fig. 3 links target mIoU to the discriminator: the more target maps 
 better the adaptation. Scores per snapshot, on the target val images (their labels unused):
 
 - `d-prob`: mean D2 source-probability of the target high-level softmax maps (the maps D2 is trained on);
-  higher is better. Needs a run with adversarial terms (D2 is in every checkpoint).
+  higher is better. Needs a run with adversarial terms (D2 is in every checkpoint). Each snapshot is judged by
+  its own D2, which keeps learning: early snapshots face a weaker judge and tend to look best.
+- `d-ref`: the same probability under one fixed referee, the newest snapshot's D2, for every snapshot: the
+  best-trained judge, and the same one for all.
 - `entropy`: mean per-pixel entropy of the deployed decoder's softmax, divided by log(C); lower is better.
 - `last`: the newest snapshot.
 
@@ -32,9 +35,11 @@ from .evaluate import deployed_output, evaluate
 from .losses import upsample
 from .models import Discriminator
 
-CRITERIA = ("d-prob", "entropy", "last")
+CRITERIA = ("d-prob", "d-ref", "entropy", "last")
+ADVERSARIAL = ("d-prob", "d-ref")  # criteria that need a run with discriminators
 # sort keys of the snapshot rows `select_snapshot` scores: the first after sorting is the criterion's pick
-RANKING = {"d-prob": lambda r: -r["d_prob"], "entropy": lambda r: r["entropy"], "last": lambda r: -r["iteration"]}
+RANKING = {"d-prob": lambda r: -r["d_prob"], "d-ref": lambda r: -r["d_ref"], "entropy": lambda r: r["entropy"],
+           "last": lambda r: -r["iteration"]}
 
 
 class SelectionError(RuntimeError):
@@ -58,10 +63,10 @@ def run_snapshots(run: str | Path) -> tuple[list[tuple[str, Path, int]], str]:
 
 
 @torch.no_grad()
-def label_free_scores(model, d2: Discriminator | None, loader, device) -> dict:
-    """{'d_prob': mean D2 source-probability on target maps (None without D2), 'entropy': mean normalised
-    entropy of the deployed prediction}."""
-    d_sum, h_sum, n = 0.0, 0.0, 0
+def label_free_scores(model, d2: Discriminator | None, loader, device, referee: Discriminator | None = None) -> dict:
+    """{'d_prob': mean D2 source-probability on target maps (None without D2), 'd_ref': the same under the
+    `referee` discriminator (None without one), 'entropy': mean normalised entropy of the deployed prediction}."""
+    d_sum, r_sum, h_sum, n = 0.0, 0.0, 0.0, 0
     for batch in loader:
         x = batch["image"].to(device)
         out = model(x)
@@ -71,8 +76,11 @@ def label_free_scores(model, d2: Discriminator | None, loader, device) -> dict:
         if d2 is not None:  # D2 judges the high-level maps (Dec2), as in training
             high = F.softmax(upsample(out["high"].float(), x.shape[-2:]), dim=1)
             d_sum += torch.sigmoid(d2(high)).mean().item()
+            if referee is not None:
+                r_sum += torch.sigmoid(referee(high)).mean().item()
         n += 1
-    return {"d_prob": d_sum / n if d2 is not None else None, "entropy": h_sum / n}
+    return {"d_prob": d_sum / n if d2 is not None else None,
+            "d_ref": r_sum / n if d2 is not None and referee is not None else None, "entropy": h_sum / n}
 
 
 def select_snapshot(run: str | Path, by: str = "d-prob", val_root: str = "", limit: int = 0,
@@ -86,7 +94,7 @@ def select_snapshot(run: str | Path, by: str = "d-prob", val_root: str = "", lim
     if not config.is_file():
         raise SelectionError(f"{run} holds no run (no config.json)")
     cfg = from_dict(json.loads(config.read_text()))
-    if by == "d-prob" and not cfg.flags.adversarial:
+    if by in ADVERSARIAL and not cfg.flags.adversarial:
         raise SelectionError(f"{run} trains no discriminator (method {cfg.method.name}); use --by entropy or last")
     snaps, last = run_snapshots(run)
     d = cfg.data
@@ -98,15 +106,19 @@ def select_snapshot(run: str | Path, by: str = "d-prob", val_root: str = "", lim
                               resize_label=False, limit=limit or d.val_limit or None)
     loader = DataLoader(val, batch_size=1)
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
+    def discriminator(state: dict) -> Discriminator:
+        d2 = Discriminator(cfg.model.num_classes, cfg.model.ndf).to(dev).eval()
+        d2.load_state_dict(state["discriminators"]["d2"])
+        return d2
+
+    referee = discriminator(read_checkpoint(snaps[-1][1])) if cfg.flags.adversarial else None
     rows = []
     for name, path, iteration in tqdm(snaps, desc="snapshots", disable=not progress, dynamic_ncols=True):
         model, meta = load_trained(path)
         model.to(dev)
-        d2 = None
-        if cfg.flags.adversarial:
-            d2 = Discriminator(cfg.model.num_classes, cfg.model.ndf).to(dev).eval()
-            d2.load_state_dict(meta["discriminators"]["d2"])
-        row = {"name": name, "iteration": iteration, **label_free_scores(model, d2, loader, dev), "miou": None}
+        d2 = discriminator(meta) if cfg.flags.adversarial else None
+        row = {"name": name, "iteration": iteration, **label_free_scores(model, d2, loader, dev, referee),
+               "miou": None}
         if labelled:
             row["miou"] = evaluate(model, loader, d.protocol, [d.protocol], dev)[d.protocol]["miou"]
         rows.append(row)
@@ -123,10 +135,12 @@ def format_selection(result: dict) -> str:
         return "-" if v is None else format(v, fmt)
 
     lines = [f"ranking by {result['by']} (target val images of {result['val_root']}):",
-             f"  {'snapshot':18s} {'iteration':>9s} {'d-prob':>7s} {'entropy':>7s}" + ("  mIoU" if labelled else "")]
+             f"  {'snapshot':18s} {'iteration':>9s} {'d-prob':>7s} {'d-ref':>7s} {'entropy':>7s}"
+             + ("  mIoU" if labelled else "")]
     for r in result["snapshots"]:
         mark = "  <- choice" if r["name"] == result["choice"] else ""
-        lines.append(f"  {r['name']:18s} {r['iteration']:9d} {num(r['d_prob'], '7.4f')} {r['entropy']:7.4f}"
+        lines.append(f"  {r['name']:18s} {r['iteration']:9d} {num(r['d_prob'], '7.4f')} "
+                     f"{num(r.get('d_ref'), '7.4f')} {r['entropy']:7.4f}"
                      + (f" {100 * r['miou']:5.2f}" if labelled else "") + mark)
     lines.append(f"choice: {result['choice']}")
     if labelled:
