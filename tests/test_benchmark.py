@@ -65,8 +65,8 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert (tmp_path / "seed0" / "pretrain-oracle" / "result.json").is_file()
     # label-free selection: each criterion's pick scored, judged against last and the best by labels
     picks = summary["per_seed"]["0"]["selection"]
-    assert set(picks["jal-wtm"]) == {"snapshots", "d-prob", "entropy", "last", "best-by-labels"}
-    assert "d-prob" not in picks["source-only"] and picks["jal-wtm"]["snapshots"] == 2  # iterations 1 and 2
+    assert set(picks["jal-wtm"]) == {"snapshots", "d-prob", "d-ref", "entropy", "last", "best-by-labels"}
+    assert not {"d-prob", "d-ref"} & set(picks["source-only"]) and picks["jal-wtm"]["snapshots"] == 2  # its 1 and 2
     assert picks["jal-wtm"]["last"]["iteration"] == 2
     for row in ("source-only", "jal-wtm", "oracle"):
         best = picks[row]["best-by-labels"]["miou"]
