@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the shipped demo models (adapted and source-only) from nothing and compare them with models/
 # (see models/README.md).
-#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~1 h on 2 CPU cores; needs the [dev] install
+#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~50 min on 2 CPU cores; needs the [dev] install
 #   INSTALL=1 bash bench/reproduce_demo_model.sh          # also copy the new files over models/
 # Steps: the synthetic benchmark's protocol at width 0.375 (seed 0): 2000 source-only iterations -> 500 JAL+WTM
 # iterations with target BatchNorm statistics (and the comparison rows: 500 more source-only iterations, adabn,
@@ -28,8 +28,9 @@ for run in export/last.onnx export/last.int8.onnx export-source-only/last.onnx e
 done
 python - "$WORK" <<'PY'
 """Tolerances (models/README.md): a new fp32 model agrees with the shipped one on >= 99 % of val pixels, mIoU
-+-0.5; int8 is checked against its own fp32 (kernels round differently per CPU): >= 97.5 % agreement (source-only
->= 96.5 %), mIoU +-0.3. Agreement is the package's one definition (jal_deploy.metrics.Agreement)."""
++-0.5; int8 is checked against its own fp32 (kernels round differently per CPU): JAL+WTM >= 96.0 % agreement and
+mIoU +-0.5, source-only >= 97.0 % and +-0.3. Agreement is the package's one definition
+(jal_deploy.metrics.Agreement)."""
 import hashlib, sys
 from pathlib import Path
 from jal_deploy.machine import cpu_summary
@@ -55,8 +56,8 @@ def agreement(a, b):
     return total.percent
 
 failed = []
-for export, family, int8_min in (("export", "jal-wtm-synthetic-r18", 97.5),
-                                 ("export-source-only", "source-only-synthetic-r18", 96.5)):
+for export, family, int8_min, int8_miou in (("export", "jal-wtm-synthetic-r18", 96.0, 0.5),
+                                            ("export-source-only", "source-only-synthetic-r18", 97.0, 0.3)):
     new32, shipped32 = work / export / "last.onnx", Path(f"models/{family}.onnx")
     new8, shipped8 = work / export / "last.int8.onnx", Path(f"models/{family}.int8.onnx")
     for new, shipped in ((new32, shipped32), (new8, shipped8)):
@@ -68,10 +69,10 @@ for export, family, int8_min in (("export", "jal-wtm-synthetic-r18", 97.5),
     print(f"{family} fp32: new vs shipped agree on {a32:.3f} % of val pixels (>= 99), mIoU {m_new32:.2f} vs "
           f"{m_old32:.2f} (+-0.5)")
     print(f"{family} int8: new int8 vs new fp32 agree on {a8:.3f} % (>= {int8_min}), mIoU {m_new8:.2f} vs "
-          f"{m_new32:.2f} (+-0.3)")
+          f"{m_new32:.2f} (+-{int8_miou})")
     if a32 < 99 or abs(m_new32 - m_old32) > 0.5:
         failed.append(f"{family} fp32")
-    if a8 < int8_min or abs(m_new8 - m_new32) > 0.3:
+    if a8 < int8_min or abs(m_new8 - m_new32) > int8_miou:
         failed.append(f"{family} int8")
 if failed:
     sys.exit(f"outside the model card's tolerance: {', '.join(failed)}")

@@ -5,7 +5,10 @@
   checked with `onnx.checker`, and its output types are asserted. On ONNX Runtime's CPU provider fp16 only
   saves storage (it inserts casts); it is meant for GPUs and TensorRT 11.
 - int8: static Q/DQ quantisation for ONNX Runtime on CPU, calibrated on target images: per-channel int8
-  weights, **uint8** activations (int8 activations leave most convs in fp32 on x86), MinMax calibration,
+  weights, **uint8** activations (int8 activations leave most convs in fp32 on x86), MinMax calibration
+  averaged over the calibration frames (`CalibMovingAverage`: the mean of each frame's min and max, so one
+  frame's outlier does not widen a tensor's range for all; on an adapted width-0.375 R18 the argmax agreement
+  with fp32 rose from 94.1 % to 97.5 %, and it was as good or better on every model tried),
   `quant_pre_process` first, and the final Resize/ArgMax kept in float (quantising the Resize creates
   argmax ties).
 - int8 for TensorRT (`to_int8_tensorrt`): TensorRT's parser accepts only symmetric int8 Q/DQ without int32
@@ -27,6 +30,7 @@ from jal_deploy.modelinfo import ModelInfo
 from .onnx_export import set_metadata
 
 _FLOAT = onnx.TensorProto.FLOAT
+CALIBRATION = {"CalibMovingAverage": True}  # activation ranges: per-frame min/max averaged over the frames
 
 
 def _io_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -104,7 +108,7 @@ def _quantize(src, dst, info: ModelInfo, calibration, activation_type, extra_opt
         quantize_static(str(pre), str(out), _Frames(info.input_name, calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activation_type, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-                        op_types_to_quantize=["Conv"], extra_options=extra_options)
+                        op_types_to_quantize=["Conv"], extra_options={**CALIBRATION, **extra_options})
         quantized = onnx.load(str(out))
     set_metadata(quantized, _with_precision(info, "int8"))
     onnx.checker.check_model(quantized)

@@ -36,7 +36,7 @@ def test_card_and_embedded_metadata_agree():
         assert f"(protocol `{info.protocol}`)" in CARD and f"{info.num_classes} Cityscapes classes" in CARD
         assert info.input_format == "uint8_bgr_nhwc" and info.output == "labels" and info.dynamic
         assert f"**{info.provenance['iteration']} JAL+WTM iterations**" in CARD
-        assert info.provenance["preset"] == "synthetic-tiny"
+        assert info.provenance["preset"] == "synthetic-bench"
         if name.startswith("jal-wtm"):
             shown = json.loads(re.search(r"provenance `(\{.*?\})`", CARD, re.S).group(1).replace("\n  ", " "))
             for key, value in shown.items():
@@ -89,7 +89,7 @@ def _int8_tolerance(pattern: str) -> tuple[float, float]:
 @pytest.mark.parametrize("family, tolerance", [
     ("jal-wtm-synthetic-r18", r"agree with the fp32 model's on \*\*>= ([\d.]+) %\*\* of val pixels and the mIoU is "
                               r"within \*\*\+-([\d.]+)\*\*"),
-    ("source-only-synthetic-r18", r"its tolerance is wider: agreement \*\*>= ([\d.]+) %\*\* and mIoU within "
+    ("source-only-synthetic-r18", r"Its tolerance: agreement \*\*>= ([\d.]+) %\*\* and mIoU within "
                                   r"\*\*\+-([\d.]+)\*\*")])
 def test_shipped_int8_models_agree_with_fp32_within_the_card_tolerance(card_val, tmp_path, family, tolerance):
     """int8 kernels round differently on AVX2, AVX-512 VNNI and AMX CPUs: the card states a tolerance against
