@@ -166,13 +166,17 @@ def _command(name: str, *args, **options) -> str:
     return shlex.join(parts)
 
 
-def _pseudo_options(split="train", list_file="", cap=0.9, percentile=50.0, flip=False, batch=1, size=None,
-                    device="auto", spatial_prior=False, prior_root="", prior_format=""):
+def _pseudo_options(split: str = "train", list_file: str = "", **pseudo):
+    """PseudoLabelOptions from the values of `_PSEUDO_OPTIONS` (click's None for an unset path becomes "")."""
     from training.pseudo_labels import PseudoLabelOptions
 
-    return PseudoLabelOptions(split=split, list_file=list_file or "", cap=cap, percentile=percentile, flip=flip,
-                              batch=batch, size=tuple(size or ()), device=device, spatial_prior=spatial_prior,
-                              prior_root=prior_root or "", prior_format=prior_format or "")
+    pseudo["size"] = tuple(pseudo["size"] or ())
+    for key in ("prior_root", "prior_format"):
+        pseudo[key] = pseudo[key] or ""
+    return PseudoLabelOptions(split=split, list_file=list_file or "", **pseudo)
+
+
+_NOT_IN_FILES = ("batch", "device")  # pseudo-label options that do not change the files (left out of `command`)
 
 
 _PSEUDO_OPTIONS = [
@@ -211,8 +215,7 @@ def _with(options):
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The pseudo-label tree to write.")
 @_with(_PSEUDO_OPTIONS)
 @click.option("--no-progress", is_flag=True)
-def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, flip, batch, size, device, spatial_prior,
-                 prior_root, prior_format, no_progress):
+def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseudo):
     """Write pseudo labels of CHECKPOINT's deployed decoder for the --target images, as a Cityscapes tree.
 
     Class-balanced thresholds as Bidirectional Learning: per class, the median confidence of the pixels
@@ -225,13 +228,10 @@ def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, fli
     """
     from training.pseudo_labels import PseudoLabelError, make_pseudo_labels
 
-    command = _command("pseudo-label", checkpoint, target=target, split=split, list=list_file, out=out, cap=cap,
-                       percentile=percentile, flip=flip, size=size, spatial_prior=spatial_prior,
-                       prior_root=prior_root, prior_format=prior_format)
+    command = _command("pseudo-label", checkpoint, target=target, split=split, list=list_file, out=out,
+                       **{k: v for k, v in pseudo.items() if k not in _NOT_IN_FILES})
     try:
-        make_pseudo_labels(checkpoint, target, out, _pseudo_options(split, list_file, cap, percentile, flip, batch,
-                                                                    size, device, spatial_prior, prior_root,
-                                                                    prior_format),
+        make_pseudo_labels(checkpoint, target, out, _pseudo_options(split, list_file, **pseudo),
                            progress=not no_progress, command=command, log=click.echo)
     except (PseudoLabelError, DatasetError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
@@ -251,8 +251,7 @@ def pseudo_label(checkpoint, target, split, list_file, out, cap, percentile, fli
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key of every round.")
 @_with(_PSEUDO_OPTIONS)
 @click.option("--no-progress", is_flag=True)
-def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, cap, percentile, flip, batch,
-                       size, device, spatial_prior, prior_root, prior_format, no_progress):
+def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, no_progress, **pseudo):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -268,8 +267,7 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
     try:
         overrides = _overrides(sets, method, iters, stop_at)
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides,
-                               _pseudo_options("train", "", cap, percentile, flip, batch, size, device,
-                                               spatial_prior, prior_root, prior_format),
+                               _pseudo_options(**pseudo),
                                progress=not no_progress, log=click.echo)
     except RoundInterrupted as e:
         click.echo(str(e))
