@@ -55,14 +55,14 @@ def run_demo(out: str | Path = "runs/demo-segment", model: str | Path | None = N
     seg = Segmenter.from_path(model, device=device)
     base = Segmenter.from_path(baseline, device=device) if baseline is not None else None
     try:
-        return _run(out, seg, base, model, baseline, val_root, video, progress, log, device)
+        return _run(out, seg, base, model, baseline, val_root, video, progress, log)
     finally:
         seg.close()
         if base is not None:
             base.close()
 
 
-def _run(out, seg, base, model, baseline, val_root, video, progress, log, device) -> dict:
+def _run(out, seg, base, model, baseline, val_root, video, progress, log) -> dict:
     if base is None:
         log(f"3/4 jal-segment cityscapes:{val_root} -m {model} ({seg.describe()})")
         val = run_job(seg, open_source(f"cityscapes:{val_root}"), out / "val", save=("overlay",), progress=progress,
@@ -85,8 +85,7 @@ def _run(out, seg, base, model, baseline, val_root, video, progress, log, device
     if base is not None:
         side = run_job(base, open_source(str(video)), out / "street-compare", save=("video",), progress=progress,
                        log=log, compare=seg, names=("source-only", "adapted"))
-        grid = comparison_grid(val_root, {"source-only": baseline, "adapted": model}, out / "grid.png",
-                               device=device)
+        grid = comparison_grid(val_root, {"source-only": base, "adapted": seg}, out / "grid.png")
         summary["baseline"] = {"model": str(baseline), "miou": val.metrics["miou"],
                                "per_class": val.metrics["per_class"], "miou_delta": val.compare["miou_delta"],
                                "agreement": val.compare["agreement"], "video": side.outputs["video"]["path"],

@@ -43,10 +43,11 @@ def grid_image(rows: list[list[np.ndarray]], titles: list[str], cell: tuple[int,
     return np.vstack([part for line in lines for part in (line, np.full((gap, width, 3), 255, np.uint8))][:-1])
 
 
-def comparison_grid(tree: str | Path, models: dict[str, str | Path], out: str | Path, frames: int = 4,
+def comparison_grid(tree: str | Path, models: dict[str, str | Path | Segmenter], out: str | Path, frames: int = 4,
                     cell: tuple[int, int] = (256, 128), device: str = "cpu") -> dict:
     """Write a PNG grid of `frames` evenly spaced frames of the labelled Cityscapes-format `tree`:
-    image | one column per model (name -> artefact) | ground truth. Returns {'path', 'frames': names}."""
+    image | one column per model (name -> artefact path, opened on `device`, or an open `Segmenter`, used as
+    it is) | ground truth. Returns {'path', 'frames': names}."""
     source = open_source(f"cityscapes:{tree}")
     try:
         pick = set(evenly_spaced(source.length, frames))
@@ -57,8 +58,11 @@ def comparison_grid(tree: str | Path, models: dict[str, str | Path], out: str | 
     if bad or not items:
         raise ValueError(f"{tree}: no labelled frames to show" if not items else f"unreadable frames: {bad}")
     columns = [[it.frame for it in items]]
-    for path in models.values():
-        with Segmenter.from_path(path, device=device) as seg:
+    for model in models.values():
+        if isinstance(model, Segmenter):
+            columns.append([model.overlay(it.frame, model.predict(it.frame)) for it in items])
+            continue
+        with Segmenter.from_path(model, device=device) as seg:
             columns.append([seg.overlay(it.frame, seg.predict(it.frame)) for it in items])
     columns.append([colorize(it.label) for it in items])
     image = grid_image([list(r) for r in zip(*columns)], ["image", *models, "ground truth"], cell)

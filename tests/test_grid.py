@@ -29,14 +29,13 @@ def test_grid_layout_and_refusals():
 def test_comparison_grid_shows_each_model_and_the_labels(synth_root, runtime_models, tmp_path):
     tree = synth_root / "cityscapes"
     out = tmp_path / "grid.png"
-    result = comparison_grid(tree, {"a": runtime_models["labels"], "b": runtime_models["logits"]}, out, frames=2,
-                             cell=(128, 64))
+    seg = Segmenter.from_path(runtime_models["labels"], device="cpu")  # an open model is used as it is
+    result = comparison_grid(tree, {"a": seg, "b": runtime_models["logits"]}, out, frames=2, cell=(128, 64))
     image = cv2.imread(str(out))
     items = [it for it in open_source(f"cityscapes:{tree}")]
     assert result["frames"] == [items[0].name, items[2].name]               # 4 val frames: indices 0 and 2
     assert image.shape == (image.shape[0], 4 * 128 + 3 * 2, 3)
     top = image.shape[0] - (2 * 64 + 2 * 2)                                  # header height
-    seg = Segmenter.from_path(runtime_models["labels"], device="cpu")
     for r, item in enumerate((items[0], items[2])):
         y = top + 2 + r * (64 + 2)
         cells = [image[y:y + 64, c * 130:c * 130 + 128] for c in range(4)]
