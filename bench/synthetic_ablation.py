@@ -23,7 +23,8 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
   discriminators' accuracies, D2's mean source-probability on target maps and the WTM drift from identity.
   4. label-free selection: every second-stage run keeps a snapshot at each evaluation; `jal-train select`'s
      criteria (`d-prob` and `d-ref` for runs with a discriminator, `entropy`) pick one without labels, and a
-     second table gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels only score picks).
+     second table gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels
+     only score the picks).
 
 Runs are resumable (a finished run keeps result.json; an interrupted one resumes from its last checkpoint) and
 any subset of rows and seeds can be run; the table is printed from whatever has finished.
@@ -37,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import statistics
 import sys
 import time
@@ -56,9 +56,11 @@ from training.config import merge_overrides, parse_set, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
 from training.evaluate import evaluate
-from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
 from training.pseudo_labels import PseudoLabelOptions
+from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
 from training.self_training import self_train
+
+from ablation_tables import pseudo_line, selection_table, table  # bench/, next to this script
 
 # the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training;
 # `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP)
@@ -66,7 +68,7 @@ PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
 
 
 @dataclass
@@ -205,15 +207,6 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
     return _result(run_dir, report_only, produce)
 
 
-def pseudo_line(pseudo: dict) -> str:
-    """The pseudo labels a round trained on: kept share, precision of the kept pixels, per class."""
-    precision = pseudo.get("precision") or {}
-    per_class = " ".join(f"{name} {100 * v:.0f}" for name, v in precision.get("per_class", {}).items()
-                         if v is not None and not math.isnan(v))
-    overall = f", precision {100 * precision['overall']:.1f} %" if precision else ""
-    return f"pseudo labels: kept {100 * pseudo['kept_total']:.1f} %{overall} ({per_class})"
-
-
 def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: bool) -> dict | None:
     """How the label-free snapshot choices of a finished run score: the target mIoU of the snapshot each criterion
     picks (`d-prob`, `d-ref` for runs with a discriminator, `entropy`), of `last`, and of the best by labels (the bound
@@ -227,24 +220,6 @@ def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: b
                                            for k, r in picks.items()}}
     no_snapshots = not (snapshots_dir / "checkpoints").is_dir()
     return _result(run_dir, report_only or no_snapshots, produce, name="selection.json")
-
-
-SELECTION_COLUMNS = (*CRITERIA, "best-by-labels")
-
-
-def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
-    """Target mIoU of the snapshot each criterion picks, mean over the seeds that have it."""
-    lines = [f"{'label-free selection':22s} " + " ".join(f"{c:>14s}" for c in SELECTION_COLUMNS) + "  snapshots"]
-    for row in rows:
-        found = [per_seed[s]["selection"][row] for s in sorted(per_seed) if row in per_seed[s].get("selection", {})]
-        if not found:
-            continue
-        cells = []
-        for c in SELECTION_COLUMNS:
-            values = [f[c]["miou"] for f in found if c in f]
-            cells.append(f"{statistics.mean(values):14.2f}" if values else f"{'':>14s}")
-        lines.append(f"{row:22s} " + " ".join(cells) + "  " + "/".join(str(f["snapshots"]) for f in found))
-    return "\n".join(lines) if len(lines) > 1 else ""
 
 
 def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> float:
@@ -339,45 +314,6 @@ def machine() -> str:
     return gpu + cpu_summary()
 
 
-def mean_ci(values: list[float]) -> tuple[float, float, float]:
-    """(mean, sample std, half-width of the 95 % t interval); std and interval are NaN for one value."""
-    n = len(values)
-    mean = statistics.mean(values)
-    if n < 2:
-        return mean, math.nan, math.nan
-    std = statistics.stdev(values)
-    return mean, std, T95.get(n - 1, 2.228) * std / math.sqrt(n)
-
-
-def gap_closed(row: float, source_only: float, oracle: float) -> float:
-    return (row - source_only) / (oracle - source_only) if oracle != source_only else math.nan
-
-
-def table(per_seed: dict[int, dict], rows: list[str]) -> tuple[str, dict]:
-    """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed, beats baselines."""
-    seeds = sorted(per_seed)
-    lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  per seed ({', '.join(map(str, seeds))})"]
-    out = {}
-    for row in [*rows, "source-only@source-val"]:
-        values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
-        if not values:
-            continue
-        mean, std, half = mean_ci(values)
-        gaps = [gap_closed(per_seed[s]["scores"][row], per_seed[s]["scores"]["source-only"],
-                           per_seed[s]["scores"]["oracle"]) for s in seeds
-                if row in ADAPT_ROWS and {row, "source-only", "oracle"} <= set(per_seed[s]["scores"])]
-        beats = [per_seed[s]["scores"][row] > max(per_seed[s]["scores"].get("prior", -1),
-                                                  per_seed[s]["scores"].get("source-only", -1)) for s in seeds
-                 if row in ADAPT_ROWS and row in per_seed[s]["scores"]]
-        ci = f"[{mean - half:5.2f}, {mean + half:5.2f}]" if not math.isnan(half) else ""
-        gap = f"{100 * statistics.mean(gaps):9.1f}%" if gaps else ""
-        lines.append(f"{row:22s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
-                     + " ".join(f"{v:.2f}" for v in values))
-        out[row] = {"mean": mean, "std": std, "ci95": half, "per_seed": values,
-                    "gap_closed": gaps or None, "beats_prior_and_source_only_every_seed": all(beats) if beats else None}
-    return "\n".join(lines), out
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
@@ -412,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     data = ensure_data(args.out / "data", p)
     start = time.perf_counter()
     per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report) for seed in args.seeds}
-    text, rows = table(per_seed, args.rows)
+    text, rows = table(per_seed, args.rows, ADAPT_ROWS)
     header = (f"Synthetic benchmark ({p.preset}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
               f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")

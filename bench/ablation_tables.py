@@ -1,0 +1,78 @@
+"""The tables `synthetic_ablation.py` prints: Table 4 with its baselines (mean, std, 95 % interval, gap closed)
+and the label-free selection table, from the per-seed results it gathers. Pure formatting and statistics."""
+from __future__ import annotations
+
+import math
+import statistics
+
+from training.selection import CRITERIA
+
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float, float]:
+    """(mean, sample std, half-width of the 95 % t interval); std and interval are NaN for one value."""
+    n = len(values)
+    mean = statistics.mean(values)
+    if n < 2:
+        return mean, math.nan, math.nan
+    std = statistics.stdev(values)
+    return mean, std, T95.get(n - 1, 2.228) * std / math.sqrt(n)
+
+
+def gap_closed(row: float, source_only: float, oracle: float) -> float:
+    return (row - source_only) / (oracle - source_only) if oracle != source_only else math.nan
+
+
+def table(per_seed: dict[int, dict], rows: list[str], adapt_rows: tuple[str, ...]) -> tuple[str, dict]:
+    """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed (`adapt_rows`) and
+    whether each adaptation row beats the baselines on every seed."""
+    seeds = sorted(per_seed)
+    lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  "
+             f"per seed ({', '.join(map(str, seeds))})"]
+    out = {}
+    for row in [*rows, "source-only@source-val"]:
+        values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
+        if not values:
+            continue
+        mean, std, half = mean_ci(values)
+        gaps = [gap_closed(per_seed[s]["scores"][row], per_seed[s]["scores"]["source-only"],
+                           per_seed[s]["scores"]["oracle"]) for s in seeds
+                if row in adapt_rows and {row, "source-only", "oracle"} <= set(per_seed[s]["scores"])]
+        beats = [per_seed[s]["scores"][row] > max(per_seed[s]["scores"].get("prior", -1),
+                                                  per_seed[s]["scores"].get("source-only", -1)) for s in seeds
+                 if row in adapt_rows and row in per_seed[s]["scores"]]
+        ci = f"[{mean - half:5.2f}, {mean + half:5.2f}]" if not math.isnan(half) else ""
+        gap = f"{100 * statistics.mean(gaps):9.1f}%" if gaps else ""
+        lines.append(f"{row:22s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
+                     + " ".join(f"{v:.2f}" for v in values))
+        out[row] = {"mean": mean, "std": std, "ci95": half, "per_seed": values,
+                    "gap_closed": gaps or None, "beats_prior_and_source_only_every_seed": all(beats) if beats else None}
+    return "\n".join(lines), out
+
+
+def pseudo_line(pseudo: dict) -> str:
+    """The pseudo labels a round trained on: kept share, precision of the kept pixels, per class."""
+    precision = pseudo.get("precision") or {}
+    per_class = " ".join(f"{name} {100 * v:.0f}" for name, v in precision.get("per_class", {}).items()
+                         if v is not None and not math.isnan(v))
+    overall = f", precision {100 * precision['overall']:.1f} %" if precision else ""
+    return f"pseudo labels: kept {100 * pseudo['kept_total']:.1f} %{overall} ({per_class})"
+
+
+SELECTION_COLUMNS = (*CRITERIA, "best-by-labels")
+
+
+def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
+    """Target mIoU of the snapshot each criterion picks, mean over the seeds that have it."""
+    lines = [f"{'label-free selection':22s} " + " ".join(f"{c:>14s}" for c in SELECTION_COLUMNS) + "  snapshots"]
+    for row in rows:
+        found = [per_seed[s]["selection"][row] for s in sorted(per_seed) if row in per_seed[s].get("selection", {})]
+        if not found:
+            continue
+        cells = []
+        for c in SELECTION_COLUMNS:
+            values = [f[c]["miou"] for f in found if c in f]
+            cells.append(f"{statistics.mean(values):14.2f}" if values else f"{'':>14s}")
+        lines.append(f"{row:22s} " + " ".join(cells) + "  " + "/".join(str(f["snapshots"]) for f in found))
+    return "\n".join(lines) if len(lines) > 1 else ""
