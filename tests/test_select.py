@@ -101,6 +101,12 @@ def test_d_prob_needs_a_run_with_discriminators(synth_root, tmp_path):
     assert row["d_prob"] is None and row["d_ref"] is None
 
 
+def test_select_cli_offers_exactly_the_criteria():  # the CLI lists them without importing torch
+    from training.selection import CRITERIA
+    by = next(o for o in train_main.commands["select"].params if o.name == "by")
+    assert tuple(by.type.choices) == CRITERIA
+
+
 def test_select_cli_prints_ranking_choice_and_comparison(run, tmp_path):
     result = CliRunner().invoke(train_main, ["select", str(run), "--by", "entropy", "--no-progress",
                                              "--json", str(tmp_path / "sel.json")])
