@@ -11,6 +11,8 @@ import numpy as np
 from jal_deploy.labels import get_protocol
 from jal_deploy.metrics import ConfusionMatrix, format_iou_table
 
+TOP_CONFUSIONS = 5  # largest errors listed under the table and in report.json
+
 
 def eval_protocols(model_protocol: str, fmt: str | None) -> list[str]:
     if model_protocol == "19":
@@ -40,14 +42,25 @@ class Evaluation:
                             "per_class": {k: _num(v) for k, v in self.cm.per_class(proto.class_names, idx).items()}}
         first = scores[self.protocols[0]]
         return {"miou": first["miou"], "per_class": first["per_class"], "protocol": self.protocols[0],
-                "protocols": scores, "images": self.images, "pixel_accuracy": _num(self.cm.pixel_accuracy())}
+                "protocols": scores, "images": self.images, "pixel_accuracy": _num(self.cm.pixel_accuracy()),
+                "confusion": {"classes": list(self.base.class_names), "matrix": self.cm.matrix.tolist()},
+                "top_confusions": self.cm.confusions(self.base.class_names, TOP_CONFUSIONS)}
 
     def table(self) -> str:
         res = self.results()
         summary = {summary_name(n): res["protocols"][n]["miou"] for n in self.protocols}
         return format_iou_table({k: (np.nan if v is None else v) for k, v in res["per_class"].items()},
                                 summary={k: (np.nan if v is None else v) for k, v in summary.items()},
-                                title=f"{self.images} images, protocol {res['protocol']}")
+                                title=f"{self.images} images, protocol {res['protocol']}") + confusion_lines(res)
+
+
+def confusion_lines(res: dict) -> str:
+    """The largest confusions under a table, one per line ('' when there is none)."""
+    top = res.get("top_confusions") or []
+    if not top:
+        return ""
+    return "\nLargest confusions (share of the true class's pixels):\n" + "\n".join(
+        f"  {c['true']:>14s} -> {c['predicted']:<14s} {100 * c['share']:5.1f} %" for c in top)
 
 
 def summary_name(protocol: str) -> str:

@@ -96,6 +96,19 @@ class ConfusionMatrix:
         total = self.matrix.sum()
         return float(np.trace(self.matrix) / total) if total else float("nan")
 
+    def confusions(self, names: Sequence[str], top: int = 5) -> list[dict]:
+        """The `top` largest errors as {'true', 'predicted', 'share'}: the share of a true class's pixels given to
+        another class (the row-normalised matrix off its diagonal), largest first. IoU says that a class fails;
+        this says what it is mistaken for (a colour swap shows as a pair, context bleeding as one sink class)."""
+        if len(names) != self.num_classes:
+            raise ValueError(f"{len(names)} names for {self.num_classes} classes")
+        rows = self.matrix.sum(axis=1, keepdims=True)
+        share = self.matrix / np.maximum(rows, 1)
+        np.fill_diagonal(share, 0.0)
+        order = np.argsort(-share, axis=None, kind="stable")[:top]
+        return [{"true": names[i], "predicted": names[j], "share": float(share[i, j])}
+                for i, j in zip(*np.unravel_index(order, share.shape)) if share[i, j] > 0]
+
     def per_class(self, names: Sequence[str], indices: Sequence[int] | None = None) -> dict[str, float]:
         """{class name: IoU}; `names` are the names of the selected classes, in order."""
         iou = self.iou(indices)

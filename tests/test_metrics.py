@@ -31,6 +31,18 @@ def test_confusion_matrix_and_iou_by_hand():
     assert cm.total == 6
 
 
+def test_confusions_are_the_largest_row_shares_off_the_diagonal():
+    cm = ConfusionMatrix(4).update(PRED, GT)  # rows [2, 1, 0, 1], [1, 1, 0, 0]
+    top = cm.confusions(["a", "b", "c", "d"], top=5)
+    # b -> a: 1 of b's 2 pixels; a -> b and a -> d: 1 of a's 4 each (ties keep matrix order); nothing else is wrong
+    assert top == [{"true": "b", "predicted": "a", "share": 0.5}, {"true": "a", "predicted": "b", "share": 0.25},
+                   {"true": "a", "predicted": "d", "share": 0.25}]
+    assert cm.confusions(["a", "b", "c", "d"], top=1) == top[:1]
+    assert ConfusionMatrix(2).update(np.array([0, 1]), np.array([0, 1])).confusions(["x", "y"]) == []
+    with pytest.raises(ValueError, match="3 names for 4 classes"):
+        cm.confusions(["a", "b", "c"])
+
+
 def test_ground_truth_outside_the_classes_is_ignored_whatever_the_prediction():
     gt = np.array([[255, 7, 1], [1, 1, 255]], dtype=np.uint8)  # 7 >= C is ignored like 255
     pred = np.array([[1, 0, 1], [1, 0, 0]], dtype=np.uint8)

@@ -79,6 +79,11 @@ def test_labelled_tree_reports_miou_that_the_official_evaluator_confirms(runtime
         preds.append(str(out / "labelIds" / f"{s.name}_labelIds.png"))
         gts.append(str(s.label))
     assert report["miou"] == pytest.approx(cm.miou(), abs=1e-12)
+    assert report["confusion"]["classes"] == list(CLASS_NAMES_19)
+    assert report["confusion"]["matrix"] == cm.matrix.tolist()
+    assert report["top_confusions"] == cm.confusions(CLASS_NAMES_19, 5) and len(report["top_confusions"]) == 5
+    worst = report["top_confusions"][0]
+    assert f"{worst['true']:>14s} -> {worst['predicted']:<14s} {100 * worst['share']:5.1f} %" in res.output
 
     args = copy.copy(official.args)
     args.evalInstLevelScore, args.evalPixelAccuracy, args.quiet, args.JSONOutput = False, False, True, False

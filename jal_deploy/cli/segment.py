@@ -79,8 +79,8 @@ def main(source, model, out, device, backend, precision, size, save, compare_mod
          split, list_file, limit, threads, show, progress) -> None:
     """Segment SOURCE with an exported model; report FPS, and mIoU on labelled trees.
 
-    Writes the outputs asked for and report.json (timing, skipped items, and for labelled trees `miou` and
-    `per_class`) under --out.
+    Writes the outputs asked for and report.json (timing, skipped items, and for labelled trees `miou`,
+    `per_class`, the confusion matrix and its largest errors) under --out.
     """
     from jal_deploy.backends import BackendError
     from jal_deploy.job import run_job
