@@ -63,8 +63,10 @@ from training.self_training import self_train
 from ablation_tables import pseudo_line, selection_table, table  # bench/, next to this script
 
 # the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training;
-# `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP)
-PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+fda+sp+ssl2")
+# `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP); `jal-wtm+sp+ssl*`: the rounds
+# straight on JAL+WTM, without FDA
+PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+fda+sp+ssl2",
+                 "jal-wtm+sp+ssl1", "jal-wtm+sp+ssl2")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")

@@ -99,7 +99,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
-    rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "oracle"]
+    rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -118,3 +118,8 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert sp["settings"]["spatial_prior"] is True and "spatial_prior" not in plain["settings"]
     assert sp["settings"]["checkpoint"] == plain["settings"]["checkpoint"]
     assert "seed 0 jal-wtm+fda+sp+ssl1 target mIoU" in result.stdout
+    # without FDA: the rounds start from JAL+WTM itself, on unstyled source frames
+    nofda = json.loads((seed / "jal-wtm+sp+ssl" / "round1" / "round.json").read_text())
+    assert nofda["pseudo_from"].endswith("seed0/jal-wtm/checkpoints/last.pth")
+    assert json.loads((seed / "jal-wtm+sp+ssl" / "round1" / "train" / "config.json").read_text())["data"]["fda_beta"] == 0
+    assert "seed 0 jal-wtm+sp+ssl1 target mIoU" in result.stdout
