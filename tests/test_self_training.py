@@ -173,6 +173,9 @@ def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
     assert config["method"]["self_training"] and config["data"]["target_labels"] == str(r2 / "pseudo")
     assert config["model"]["init"] == str(r1 / "train" / "checkpoints" / "last.pth")
     assert 0 < summaries[0]["pseudo"]["kept_total"] < 1 and "19" in summaries[1]["eval"]
+    provenance = load_trained(r2 / "train" / "checkpoints" / "last.pth")[1]["provenance"]
+    assert provenance["self_training"] is True and provenance["method"] == "jal-wtm"
+    assert "self_training" not in load_trained(adapted)[1]["provenance"]  # the adapted model it started from
     # A crash after round 2's training but before its marker: the same command finishes without retraining.
     (r2 / "round.json").unlink()
     before = (r2 / "train" / "checkpoints" / "last.pth").stat().st_mtime_ns

@@ -223,6 +223,8 @@ def load_trained(path: str | Path, arch: str | None = None, num_classes: int | N
     if train_cfg:
         provenance.update(preset=train_cfg.get("preset"), method=train_cfg["method"]["name"],
                           source=train_cfg["data"]["source"], target="cityscapes")
+        if train_cfg["method"].get("self_training"):  # the method's loss plus pseudo target labels
+            provenance["self_training"] = True
         best = state.get("best") or {}
         if best.get("miou", -1) >= 0:
             provenance["best_target_miou"] = best["miou"]
