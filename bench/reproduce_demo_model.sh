@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Regenerate the shipped demo models (adapted and source-only) from nothing and compare them with models/
 # (see models/README.md).
-#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~50 min on 2 CPU cores; needs the [dev] install
+#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~95 min on 2 CPU cores; needs the [dev] install
 #   INSTALL=1 bash bench/reproduce_demo_model.sh          # also copy the new files over models/
-# Steps: the synthetic benchmark's protocol at width 0.375 (seed 0): 2000 source-only iterations -> 500 JAL+WTM
-# iterations with target BatchNorm statistics (and the comparison rows: 500 more source-only iterations, adabn,
-# the oracle), scored on a target val of a seed used nowhere else (3141) -> jal-export fp32 + int8 with parity
-# on the demo's 100 val frames (seed 0) -> jal-segment scores both models there -> sha256 / prediction
-# agreement against models/ -> the card's picture (models/demo-grid.png).
+# Steps: the synthetic benchmark's protocol at width 0.375 (seed 0) and its best label-free pipeline:
+# 2000 source-only iterations -> 500 JAL+WTM iterations with target BatchNorm statistics -> two self-training
+# rounds of 500 iterations on pseudo labels made with spatial priors (CBST-SP); the comparison rows (500 more
+# source-only iterations, adabn, the oracle); all scored on a target val of a seed used nowhere else (3141) ->
+# jal-export fp32 + int8 with parity on the demo's 100 val frames (seed 0) -> jal-segment scores both models
+# there -> sha256 / prediction agreement against models/ -> the card's picture (models/demo-grid.png).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${1:-runs/demo}
 VAL="$WORK/demo-val/cityscapes"   # what ./demo.sh shows: 100 target val frames of seed 0 at 512x256
 # The benchmark's protocol (bench/synthetic_ablation.py defaults, preset synthetic-bench) at width 0.375, so
 # that both models in fp32 and int8 fit the 25 MB budget of models/.
-python bench/synthetic_ablation.py --out "$WORK" --seeds 0 --rows prior source-only adabn jal-wtm oracle \
-  --eval-seed 3141 --set model.width=0.375
+python bench/synthetic_ablation.py --out "$WORK" --seeds 0 --rows prior source-only adabn jal-wtm \
+  jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 oracle --eval-seed 3141 --set model.width=0.375
+ADAPTED="$WORK/seed0/jal-wtm+sp+ssl/round2/train/checkpoints/last.pth"   # the last snapshot of round 2
 [ -f "$WORK/demo-val/synth.json" ] || jal-data synth --out "$WORK/demo-val" --seed 0 --gta5 0 --synthia 0 \
   --cs-train 0 --cs-val 100 --size 512x256
-jal-export "$WORK/seed0/jal-wtm/checkpoints/last.pth" --out "$WORK/export" --int8 "$WORK/data/train-seed0/cityscapes" \
+jal-export "$ADAPTED" --out "$WORK/export" --int8 "$WORK/data/train-seed0/cityscapes" \
   --val "$VAL" --val-limit 100
 jal-export "$WORK/seed0/source-only/checkpoints/last.pth" --out "$WORK/export-source-only" \
   --int8 "$WORK/data/train-seed0/cityscapes" --val "$VAL" --val-limit 100
@@ -56,7 +58,7 @@ def agreement(a, b):
     return total.percent
 
 failed = []
-for export, family, int8_min, int8_miou in (("export", "jal-wtm-synthetic-r18", 96.0, 0.5),
+for export, family, int8_min, int8_miou in (("export", "jal-wtm-ssl-synthetic-r18", 96.0, 0.5),
                                             ("export-source-only", "source-only-synthetic-r18", 97.0, 0.3)):
     new32, shipped32 = work / export / "last.onnx", Path(f"models/{family}.onnx")
     new8, shipped8 = work / export / "last.int8.onnx", Path(f"models/{family}.int8.onnx")
@@ -84,9 +86,9 @@ python -c "import sys; from jal_deploy.grid import comparison_grid as g; g(sys.a
 echo "Picture: $WORK/demo-grid.png"
 if [ "${INSTALL:-0}" = 1 ]; then
   cp "$WORK/demo-grid.png" models/demo-grid.png
-  cp "$WORK/export/last.onnx" models/jal-wtm-synthetic-r18.onnx
-  cp "$WORK/export/last.int8.onnx" models/jal-wtm-synthetic-r18.int8.onnx
-  cp "$WORK/export/parity.json" models/jal-wtm-synthetic-r18.parity.json
+  cp "$WORK/export/last.onnx" models/jal-wtm-ssl-synthetic-r18.onnx
+  cp "$WORK/export/last.int8.onnx" models/jal-wtm-ssl-synthetic-r18.int8.onnx
+  cp "$WORK/export/parity.json" models/jal-wtm-ssl-synthetic-r18.parity.json
   cp "$WORK/export-source-only/last.onnx" models/source-only-synthetic-r18.onnx
   cp "$WORK/export-source-only/last.int8.onnx" models/source-only-synthetic-r18.int8.onnx
   cp "$WORK/export-source-only/parity.json" models/source-only-synthetic-r18.parity.json

@@ -7,7 +7,7 @@ end-to-end: `run_job` exactly as jal-segment runs it (decode, resize, infer, ups
 Each is measured --repeats times, alternating, and the median is printed with the ratio.
 
     python bench/runtime.py                                   # shipped demo model, generated street video
-    python bench/runtime.py --model models/jal-wtm-synthetic-r18.int8.onnx
+    python bench/runtime.py --model models/jal-wtm-ssl-synthetic-r18.int8.onnx
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from jal_deploy.segmenter import Segmenter
 from jal_deploy.sources import open_source
 from jal_deploy.synth import generate_video
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "jal-wtm-synthetic-r18.onnx"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "models" / "jal-wtm-ssl-synthetic-r18.onnx"
 
 
 def raw_fps(seg: Segmenter, frames: list[np.ndarray], warmup: int = 10) -> float:

@@ -3,7 +3,7 @@
 Never imports torch or the training code at import time (a driving stack embeds this package).
 
     from jal_deploy import Segmenter
-    seg = Segmenter.from_path("models/jal-wtm-synthetic-r18.onnx")
+    seg = Segmenter.from_path("models/jal-wtm-ssl-synthetic-r18.onnx")
 """
 __version__ = "0.1.0"
 __all__ = ["Segmenter", "__version__"]

@@ -18,7 +18,7 @@ from jal_deploy.sources import open_source
 from jal_deploy.synth import generate, generate_video
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
-DEMO_MODEL = REPO_MODELS / "jal-wtm-synthetic-r18.onnx"
+DEMO_MODEL = REPO_MODELS / "jal-wtm-ssl-synthetic-r18.onnx"
 DEMO_BASELINE = REPO_MODELS / "source-only-synthetic-r18.onnx"  # the same network and budget, not adapted
 
 

@@ -25,7 +25,7 @@ def test_demo_script_runs_the_main_job_end_to_end(tmp_path):
     report = json.loads((out / "val" / "report.json").read_text())
     assert report["timing"]["frames"] == 4 and 0.0 <= report["miou"] <= 1.0 and len(report["per_class"]) == 19
     assert report["model"].endswith("source-only-synthetic-r18.onnx")
-    assert report["compare"]["model"].endswith("jal-wtm-synthetic-r18.onnx")
+    assert report["compare"]["model"].endswith("jal-wtm-ssl-synthetic-r18.onnx")
     assert report["compare"]["miou_delta"] == report["compare"]["miou"] - report["miou"]
     pairs = list((out / "val" / "compare").rglob("*.jpg"))
     assert len(pairs) == 4 and cv2.imread(str(pairs[0])).shape[1] == 2 * 256

@@ -14,7 +14,7 @@ from jal_deploy.synth import generate
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CARD = (MODELS / "README.md").read_text()
-ROWS = re.findall(r"^\| `((?:jal-wtm|source-only)-synthetic-r18[.\w]*\.onnx)` \| (\w+) \| ([\d,]+) bytes \| "
+ROWS = re.findall(r"^\| `((?:jal-wtm-ssl|source-only)-synthetic-r18[.\w]*\.onnx)` \| (\w+) \| ([\d,]+) bytes \| "
                   r"`([0-9a-f]{64})` \|$", CARD, re.M)
 
 
@@ -45,7 +45,7 @@ def test_card_and_embedded_metadata_agree():
         else:  # the comparison row: source-only for the same iterations ("continues source-only for the same 400")
             assert info.provenance["method"] == "source-only"
             assert f"continues source-only for the same {info.provenance['iteration']} iterations" in " ".join(CARD.split())
-    parity = json.loads((MODELS / "jal-wtm-synthetic-r18.parity.json").read_text())
+    parity = json.loads((MODELS / "jal-wtm-ssl-synthetic-r18.parity.json").read_text())
     agreement = {p["precision"]: p["argmax_agreement"] for p in parity["parity"]}
     assert f"int8 {agreement['int8']:.3f} %" in CARD and f"fp32 argmax agreement {agreement['fp32']:.5f} %" in CARD
     parity = json.loads((MODELS / "source-only-synthetic-r18.parity.json").read_text())
@@ -70,7 +70,7 @@ def test_shipped_fp32_models_reproduce_the_card_miou_per_class(card_val, tmp_pat
     """fp32 kernels round alike on every x86-64 CPU, so the card's per-class numbers of both shipped fp32 models
     (source-only and adapted, run side by side as the demo runs them) are checked tightly."""
     source_only = Segmenter.from_path(MODELS / "source-only-synthetic-r18.onnx", device="cpu")
-    adapted = Segmenter.from_path(MODELS / "jal-wtm-synthetic-r18.onnx", device="cpu")
+    adapted = Segmenter.from_path(MODELS / "jal-wtm-ssl-synthetic-r18.onnx", device="cpu")
     result = run_job(source_only, open_source(f"cityscapes:{card_val}"), tmp_path, save=(), progress=False,
                      compare=adapted)
     assert 100 * result.metrics["miou"] == pytest.approx(_card_table_value(0), abs=0.05)
@@ -87,7 +87,7 @@ def _int8_tolerance(pattern: str) -> tuple[float, float]:
 
 
 @pytest.mark.parametrize("family, tolerance", [
-    ("jal-wtm-synthetic-r18", r"agree with the fp32 model's on \*\*>= ([\d.]+) %\*\* of val pixels and the mIoU is "
+    ("jal-wtm-ssl-synthetic-r18", r"agree with the fp32 model's on \*\*>= ([\d.]+) %\*\* of val pixels and the mIoU is "
                               r"within \*\*\+-([\d.]+)\*\*"),
     ("source-only-synthetic-r18", r"Its tolerance: agreement \*\*>= ([\d.]+) %\*\* and mIoU within "
                                   r"\*\*\+-([\d.]+)\*\*")])

@@ -9,7 +9,7 @@ from jal_deploy.backends import DEVICES
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-o", "--out", default="runs/demo-segment", show_default=True, type=click.Path(file_okay=False))
-@click.option("-m", "--model", type=click.Path(dir_okay=False), help="[default: models/jal-wtm-synthetic-r18.onnx]")
+@click.option("-m", "--model", type=click.Path(dir_okay=False), help="[default: models/jal-wtm-ssl-synthetic-r18.onnx]")
 @click.option("--baseline", type=click.Path(dir_okay=False),
               help="Model to compare with [default: models/source-only-synthetic-r18.onnx, the same network not adapted].")
 @click.option("--compare/--no-compare", default=True, show_default=True,
@@ -26,7 +26,7 @@ def main(out, model, baseline, compare, val_frames, video_frames, size, device, 
 
     \b
     Then try your own data:
-      jal-segment my_video.mp4 -m models/jal-wtm-synthetic-r18.onnx
+      jal-segment my_video.mp4 -m models/jal-wtm-ssl-synthetic-r18.onnx
       jal-segment cityscapes:/data/cityscapes -m my_model.onnx --save labelid
     """
     from jal_deploy.backends import BackendError
