@@ -5,6 +5,7 @@ picture shows typical frames. Ground truth uses the same palette as the predicti
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import cv2
@@ -58,11 +59,9 @@ def comparison_grid(tree: str | Path, models: dict[str, str | Path | Segmenter],
     if bad or not items:
         raise ValueError(f"{tree}: no labelled frames to show" if not items else f"unreadable frames: {bad}")
     columns = [[it.frame for it in items]]
-    for model in models.values():
-        if isinstance(model, Segmenter):
-            columns.append([model.overlay(it.frame, model.predict(it.frame)) for it in items])
-            continue
-        with Segmenter.from_path(model, device=device) as seg:
+    for model in models.values():  # an open Segmenter stays open: the caller owns it
+        opened = nullcontext(model) if isinstance(model, Segmenter) else Segmenter.from_path(model, device=device)
+        with opened as seg:
             columns.append([seg.overlay(it.frame, seg.predict(it.frame)) for it in items])
     columns.append([colorize(it.label) for it in items])
     image = grid_image([list(r) for r in zip(*columns)], ["image", *models, "ground truth"], cell)
