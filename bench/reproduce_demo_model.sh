@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the shipped demo models (adapted and source-only) from nothing and compare them with models/
 # (see models/README.md).
-#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~95 min on 2 CPU cores; needs the [dev] install
+#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~75 min on 2 CPU cores; needs the [dev] install
 #   INSTALL=1 bash bench/reproduce_demo_model.sh          # also copy the new files over models/
 # Steps: the synthetic benchmark's protocol at width 0.375 (seed 0) and its best label-free pipeline:
 # 2000 source-only iterations -> 500 JAL+WTM iterations with target BatchNorm statistics -> two self-training
@@ -30,7 +30,7 @@ for run in export/last.onnx export/last.int8.onnx export-source-only/last.onnx e
 done
 python - "$WORK" <<'PY'
 """Tolerances (models/README.md): a new fp32 model agrees with the shipped one on >= 99 % of val pixels, mIoU
-+-0.5; int8 is checked against its own fp32 (kernels round differently per CPU): JAL+WTM >= 96.0 % agreement and
++-0.5; int8 is checked against its own fp32 (kernels round differently per CPU): the adapted model >= 96.0 % agreement and
 mIoU +-0.5, source-only >= 97.0 % and +-0.3. Agreement is the package's one definition
 (jal_deploy.metrics.Agreement)."""
 import hashlib, sys
