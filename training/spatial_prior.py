@@ -13,6 +13,7 @@ small floor keeps every class possible everywhere: the target camera is not the 
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -42,5 +43,12 @@ def position_likelihood(counts: np.ndarray, kernel_fraction: float = KERNEL_FRAC
 
 def source_spatial_prior(root: str | Path, fmt: str, protocol: str = "19", size: tuple[int, int] = PRIOR_SIZE,
                          kernel_fraction: float = KERNEL_FRACTION, limit: int | None = None) -> np.ndarray:
-    """q(pos | c) of the labelled source tree `root` (format `fmt`), on a (W, H) = `size` grid."""
+    """q(pos | c) of the labelled source tree `root` (format `fmt`), on a (W, H) = `size` grid. Counted once per
+    process and tree: every self-training round of a run weights its pseudo labels by the same source prior."""
+    return _cached_prior(str(Path(root).resolve()), fmt, protocol, tuple(size), kernel_fraction, limit).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_prior(root: str, fmt: str, protocol: str, size: tuple[int, int], kernel_fraction: float,
+                  limit: int | None) -> np.ndarray:
     return position_likelihood(layout_counts(root, fmt, protocol, size, limit=limit), kernel_fraction)
