@@ -46,8 +46,9 @@ class Evaluation:
                 "confusion": {"classes": list(self.base.class_names), "matrix": self.cm.matrix.tolist()},
                 "top_confusions": self.cm.confusions(self.base.class_names, TOP_CONFUSIONS)}
 
-    def table(self) -> str:
-        res = self.results()
+    def table(self, res: dict | None = None) -> str:
+        """The printed IoU table with the largest confusions; `res`: `results()` when the caller has them."""
+        res = res if res is not None else self.results()
         summary = {summary_name(n): res["protocols"][n]["miou"] for n in self.protocols}
         return format_iou_table({k: (np.nan if v is None else v) for k, v in res["per_class"].items()},
                                 summary={k: (np.nan if v is None else v) for k, v in summary.items()},

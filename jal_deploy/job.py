@@ -21,7 +21,7 @@ from jal_deploy.atomic import write_text
 from jal_deploy.evaluation import Evaluation, summary_name
 from jal_deploy.metrics import Agreement, format_compare_table
 from jal_deploy.outputs import CODECS, FrameFiles, OutputError, VideoFile, check_writable
-from jal_deploy.pipeline import COMPARE, Stats, predictions
+from jal_deploy.pipeline import Stats, predictions
 from jal_deploy.sources import Source
 
 _END = object()
@@ -132,15 +132,11 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=source.length, unit="frame", desc="jal-segment", dynamic_ncols=True, leave=True)
-    other = None
     try:
-        for pred in predictions(segmenter, source, batch=batch, vid_stride=vid_stride, stats=stats, stop=stop):
-            item = pred.item
-            if compare is not None and pred.labels is not None:
-                if not (pred.reused and other is not None and other.shape == pred.labels.shape):
-                    t = time.perf_counter()
-                    other = compare.predict(item.frame)
-                    stats.add(COMPARE, time.perf_counter() - t)
+        for pred in predictions(segmenter, source, batch=batch, vid_stride=vid_stride, stats=stats, stop=stop,
+                                compare=compare):
+            item, other = pred.item, pred.other
+            if other is not None:
                 agreement.update(pred.labels, other)
             if item.error:
                 result.skipped.append({"item": item.name, "error": item.error})
@@ -194,7 +190,7 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
               "upsampling": "labels, nearest" if segmenter.info.output == "labels" else "logits, bilinear align_corners"}
     if evaluation is not None and evaluation.images:
         result.metrics = evaluation.results()
-        result.table = evaluation.table()
+        result.table = evaluation.table(result.metrics)
         report.update(result.metrics)
     if compare is not None:
         result.compare = _comparison(compare, names, agreement, result.metrics, evaluation_b)

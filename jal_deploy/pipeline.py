@@ -5,6 +5,9 @@ post-processing overlap, connected by bounded queues so memory stays flat howeve
     infer thread:   batch frames of one size -> backend --q_out-->
     caller:         upsample/argmax -> yield Prediction
 
+With a second model (`compare`, what `jal-segment --compare` runs) each stage does the same for it, on the same
+batches, so both models see every frame batched and ahead of the caller.
+
 Live sources (cameras, streams) keep only the newest frame in `q_in` and count the frames they drop.
 A stop event (Ctrl-C in jal-segment) ends reading; frames already read still come out, so every file the
 caller writes is complete.
@@ -52,8 +55,8 @@ class Stats:
         return self.inferred / self.seconds["infer"] if self.seconds["infer"] > 0 else 0.0
 
     def ms_per_frame(self) -> dict[str, float]:
-        """pre and infer per frame that went through the network; the other stages per output frame."""
-        return {s: 1000.0 * v / max(self.inferred if s in ("pre", "infer") else self.frames, 1)
+        """pre, infer and compare per frame that went through the network; the other stages per output frame."""
+        return {s: 1000.0 * v / max(self.inferred if s in ("pre", "infer", COMPARE) else self.frames, 1)
                 for s, v in self.seconds.items()}
 
     def to_dict(self) -> dict:
@@ -73,6 +76,7 @@ class Prediction:
     item: Item
     labels: np.ndarray | None   # (H, W) uint8 at the frame's size; None for an item that failed to decode
     reused: bool = False        # --vid-stride: the previous frame's prediction
+    other: np.ndarray | None = None  # the second model's labels (`compare`), like `labels`
 
 
 class _Worker(threading.Thread):
@@ -89,6 +93,18 @@ class _Worker(threading.Thread):
             self.error = e
 
 
+def _shapes(pre) -> tuple:
+    """What must match for two pre-processed frames to share a batch (both models' inputs with `compare`)."""
+    return tuple(p.shape for p in pre) if isinstance(pre, tuple) else (pre.shape,)
+
+
+def _fit(labels: np.ndarray | None, frame: np.ndarray) -> np.ndarray | None:
+    """A reused prediction at the frame's size (nearest: labels are classes)."""
+    if labels is None or labels.shape == frame.shape[:2]:
+        return labels
+    return cv2.resize(labels, frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+
+
 def _put(q: queue.Queue, value, stop: threading.Event) -> bool:
     """Blocking put that gives up when the pipeline is stopped (so no thread hangs on a full queue)."""
     while not stop.is_set():
@@ -101,8 +117,10 @@ def _put(q: queue.Queue, value, stop: threading.Event) -> bool:
 
 
 def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, stats: Stats | None = None,
-                stop: threading.Event | None = None, queue_size: int | None = None) -> Iterator[Prediction]:
-    """Yield a `Prediction` per source item, in order. `stop` ends reading early (Ctrl-C)."""
+                stop: threading.Event | None = None, queue_size: int | None = None,
+                compare=None) -> Iterator[Prediction]:
+    """Yield a `Prediction` per source item, in order. `stop` ends reading early (Ctrl-C). `compare`: a second
+    `Segmenter` whose labels come as `Prediction.other` (its inference is timed as the `compare` stage)."""
     if batch < 1 or vid_stride < 1:
         raise ValueError("batch and vid_stride must be >= 1")
     stats = stats if stats is not None else Stats()
@@ -123,7 +141,8 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             pre = None
             if item.frame is not None and item.infer:
                 t = time.perf_counter()
-                pre = segmenter.preprocess(item.frame)
+                pre = (segmenter.preprocess(item.frame) if compare is None
+                       else (segmenter.preprocess(item.frame), compare.preprocess(item.frame)))
                 stats.add("pre", time.perf_counter() - t)
             if source.live:  # newest frame wins: drop what inference has not picked up yet
                 try:
@@ -145,8 +164,12 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             outputs = iter(())
             if batch_in:
                 t = time.perf_counter()
-                out = segmenter.infer(np.stack(batch_in))
+                out = segmenter.infer(np.stack([p if compare is None else p[0] for p in batch_in]))
                 stats.add("infer", time.perf_counter() - t)
+                if compare is not None:
+                    t = time.perf_counter()
+                    out = list(zip(out, compare.infer(np.stack([p[1] for p in batch_in]))))
+                    stats.add(COMPARE, time.perf_counter() - t)
                 stats.inferred += len(batch_in)
                 stats.batches += 1
                 outputs = iter(out)
@@ -167,7 +190,7 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             item, pre = got
             if pre is not None and pending:
                 ready = [p for _, p in pending if p is not None]
-                if ready and ready[0].shape != pre.shape:
+                if ready and _shapes(ready[0]) != _shapes(pre):
                     flush()  # one batch holds one size
             pending.append((item, pre))
             if sum(p is not None for _, p in pending) >= batch or source.live:
@@ -178,7 +201,7 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
     workers = [_Worker(read, "jal-read"), _Worker(infer, "jal-infer")]
     for w in workers:
         w.start()
-    previous = None
+    previous = previous_other = None
     try:
         while True:
             try:
@@ -192,18 +215,21 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
                 break
             item, output = got
             t = time.perf_counter()
+            other = None
             if item.frame is None:
                 labels, reused = None, False
             elif output is not None:
-                labels, reused = segmenter.postprocess(output, item.frame.shape[1], item.frame.shape[0]), False
+                h, w = item.frame.shape[:2]
+                if compare is not None:
+                    output, other = output
+                    other = previous_other = compare.postprocess(other, w, h)
+                labels, reused = segmenter.postprocess(output, w, h), False
                 previous = labels
             else:  # --vid-stride: reuse the last prediction (resized if the frame size changed)
-                labels, reused = previous, True
-                if labels is not None and labels.shape != item.frame.shape[:2]:
-                    labels = cv2.resize(labels, item.frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+                labels, other, reused = _fit(previous, item.frame), _fit(previous_other, item.frame), True
             stats.add("post", time.perf_counter() - t)
             stats.frames += 1
-            yield Prediction(item, labels, reused)
+            yield Prediction(item, labels, reused, other)
         for w in workers:
             w.join()
             if w.error is not None:

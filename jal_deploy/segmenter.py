@@ -146,7 +146,8 @@ class Segmenter:
 
     def stream(self, source, batch: int = 1, vid_stride: int = 1, **kw) -> Iterator:
         """Predictions over a source (a path/spec string as jal-segment takes, or a `Source`), decoding and
-        inference running ahead in threads. Yields `Prediction(item, labels, reused)`."""
+        inference running ahead in threads. Yields `Prediction(item, labels, reused, other)`; `other` holds a
+        second model's labels when `compare=` names one (see `pipeline.predictions`), else None."""
         from jal_deploy.pipeline import predictions
         from jal_deploy.sources import Source, open_source
         src = source if isinstance(source, Source) else open_source(str(source))

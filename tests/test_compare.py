@@ -123,3 +123,21 @@ def test_models_of_different_class_sets_are_refused_before_any_work(runtime_mode
                "-o", out)
     assert res.exit_code == 1 and "19-class protocol with one predicting 16 classes" in res.output
     assert not (out / "report.json").exists()
+
+
+def test_the_second_model_runs_batched_in_the_pipeline(runtime_models, synth_root):
+    from jal_deploy.pipeline import COMPARE, Stats, predictions
+    tree = f"cityscapes:{synth_root / 'cityscapes'}"
+    sa = Segmenter.from_path(runtime_models["labels"], device="cpu")
+    sb = Segmenter.from_path(runtime_models["logits"], device="cpu")
+    stats = Stats()
+    preds = list(predictions(sa, open_source(tree), batch=3, stats=stats, compare=sb))
+    assert len(preds) == 4 and stats.batches == 2 and stats.inferred == 4  # 3 + 1 frames, both models
+    assert stats.seconds[COMPARE] > 0 and "compare" in stats.ms_per_frame()
+    for p in preds:  # each the same labels as a call on its own
+        assert np.array_equal(p.labels, sa.predict(p.item.frame)) and np.array_equal(p.other, sb.predict(p.item.frame))
+    # --vid-stride: both models' labels are reused together
+    strided = list(predictions(sa, open_source(tree), batch=2, vid_stride=2, compare=sb))
+    assert [p.reused for p in strided] == [False, True, False, True]
+    assert all(np.array_equal(strided[i].other, strided[i - 1].other) for i in (1, 3))
+    assert all(p.other is None for p in predictions(sa, open_source(tree), batch=2))  # no second model: no `other`
