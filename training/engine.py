@@ -16,12 +16,13 @@ from tqdm import tqdm
 from jal_deploy.atomic import stale_temp_files, write_text
 
 from . import checkpoints as ckpt
-from .config import TrainConfig, from_dict
+from .config import TrainConfig
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
 from .losses import adv_loss, dis_loss, seg_loss, upsample
 from .models import Discriminator, build_model
 from .optim import parameter_groups, sgd_param_groups
+from .resume import ResumeError, read_resumable
 from .runlog import RunLog
 from .streams import build_streams
 
@@ -285,23 +286,10 @@ class Trainer:
             old.unlink()
 
     def _resume(self, source: str | Path | None = None) -> None:
-        path = self._resume_path(source)
         try:
-            state = ckpt.read_checkpoint(path)
-            if not isinstance(state, dict) or "iteration" not in state or "config" not in state:
-                raise ckpt.CheckpointError(f"{path} is not a jal-train checkpoint (no iteration/config)")
-        except ckpt.CheckpointError as e:
-            raise TrainingError(f"--resume: {e}. {self._readable_snapshot_hint(path)}") from None
-        saved = from_dict(state["config"])
-        # The init file only matters at the start: a moved or renamed init does not block a resume.
-        arch_keys = [k for k in vars(self.cfg.model) if not k.startswith("init")]
-        same_model = all(getattr(saved.model, k) == getattr(self.cfg.model, k) for k in arch_keys)
-        same_method = (saved.method.name, saved.method.self_training) == (self.cfg.method.name,
-                                                                           self.cfg.method.self_training)
-        if not same_model or not same_method:
-            raise TrainingError(f"--resume: {path} was trained with another model or method "
-                                f"({saved.model.arch}, {saved.method.name}"
-                                f"{' + self-training' if saved.method.self_training else ''}); use a new --out folder")
+            state = read_resumable(self.out, source, self.cfg)
+        except ResumeError as e:
+            raise TrainingError(str(e)) from None
         self.model.load_state_dict(state["model"])
         for n, d in self.discs.items():
             d.load_state_dict(state["discriminators"][n])
@@ -312,35 +300,6 @@ class Trainer:
             o.load_state_dict(state["optimizers"][n])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state["best"]
-
-    def _resume_path(self, source: str | Path | None) -> Path:
-        """`--resume` takes checkpoints/last.pth; `--resume-from` a named snapshot (as given, or inside --out)."""
-        if source is None:
-            path = self.out / "checkpoints" / "last.pth"
-            if not path.is_file():
-                raise TrainingError(f"--resume: no checkpoint at {path}; start without --resume")
-            return path
-        path = Path(source)
-        if not path.is_file() and not path.is_absolute() and (self.out / path).is_file():
-            path = self.out / path
-        if not path.is_file():
-            raise TrainingError(f"--resume-from: no checkpoint at {source} (nor in {self.out})")
-        return path
-
-    def _readable_snapshot_hint(self, broken: Path) -> str:
-        """Name the newest snapshot that still loads, so a damaged last.pth does not end the run."""
-        for snap in sorted((self.out / "checkpoints").glob("iter_*.pth"), reverse=True):
-            if snap.resolve() == broken.resolve():
-                continue
-            try:
-                state = ckpt.read_checkpoint(snap)
-            except ckpt.CheckpointError:
-                continue
-            if isinstance(state, dict) and "iteration" in state:
-                rel = snap.relative_to(self.out)
-                return (f"The newest readable snapshot is {rel} (iteration {state['iteration']}): continue from it "
-                        f"with `jal-train --out {self.out} --resume-from {rel}`")
-        return f"No readable snapshot is left in {self.out / 'checkpoints'}: start a new run in another --out"
 
     # ----- the run ------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
