@@ -230,3 +230,33 @@ def test_loader_workers_can_start_by_spawn_as_on_cuda(synth_root, tmp_path):
     cfg.data.worker_start = "thread"
     with pytest.raises(ConfigError, match="worker_start"):
         cfg.validate()
+
+
+def test_onehot_discriminator_input_hides_confidence_but_passes_the_softmax_gradient():
+    from training.losses import discriminator_maps
+    logits = torch.tensor([[[[2.0, 0.1]], [[0.0, 0.3]], [[-1.0, 0.2]]]], requires_grad=True)  # (1, 3, 1, 2)
+    prob = torch.softmax(logits, 1)
+    hard = discriminator_maps(prob, "onehot")
+    torch.testing.assert_close(hard.detach(), torch.tensor([[[[1.0, 0.0]], [[0.0, 1.0]], [[0.0, 0.0]]]]))
+    assert discriminator_maps(prob, "softmax") is prob
+    weights = torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1)
+    # straight through: the gradient is that of the soft maps themselves
+    got, = torch.autograd.grad((hard * weights).sum(), logits, retain_graph=True)
+    expected, = torch.autograd.grad((prob * weights).sum(), logits)
+    torch.testing.assert_close(got, expected)
+    # a confident and an unsure map of the same layout look the same to the discriminator
+    sure, unsure = torch.softmax(logits.detach() * 5, 1), torch.softmax(logits.detach() * 0.2, 1)
+    assert torch.equal(discriminator_maps(sure, "onehot"), discriminator_maps(unsure, "onehot"))
+
+
+def test_onehot_discriminator_input_trains_and_is_recorded(synth_root, tmp_path):
+    cfg = tiny_cfg(synth_root, "jal-wtm", iters=2)
+    cfg.method.d_input = "onehot"
+    summary = Trainer(cfg.validate(), tmp_path / "run", progress=False).run()
+    assert summary["status"] == "finished"
+    row = read_rows(tmp_path / "run" / "train.csv")[-1]
+    assert float(row["adv2"]) > 0 and 0 <= float(row["d2_p_target"]) <= 1
+    assert '"d_input": "onehot"' in (tmp_path / "run" / "config.json").read_text()
+    cfg.method.d_input = "hard"
+    with pytest.raises(ConfigError, match="method.d_input must be one of softmax, onehot"):
+        cfg.validate()

@@ -36,6 +36,7 @@ METHOD_FLAGS: dict[str, Method] = {
     "oracle": Method(False, False, "none", labels="target"),
 }
 METHODS = tuple(METHOD_FLAGS)
+D_INPUTS = ("softmax", "onehot")  # method.d_input
 
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -103,6 +104,9 @@ class MethodConfig:
     lambda_adv_wtm2: float = 1e-3
     self_training: bool = False     # add the pseudo-label loss on target images to any method but the oracle
     lambda_seg_target: float = 1.0  # its weight (Bidirectional Learning: 1, as the source segmentation loss)
+    # what the discriminators see: the softmax maps (the paper, AdaptSegNet) or their one-hot argmax with a
+    # straight-through gradient, which hides confidence so that only the layout of the classes is compared
+    d_input: str = "softmax"
 
 
 @dataclass
@@ -153,6 +157,8 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         if self.method.name not in METHOD_FLAGS:
             raise ConfigError(f"method.name must be one of {', '.join(METHODS)}, got {self.method.name!r}")
+        if self.method.d_input not in D_INPUTS:
+            raise ConfigError(f"method.d_input must be one of {', '.join(D_INPUTS)}, got {self.method.d_input!r}")
         if self.run.amp not in ("none", "bf16", "fp16"):
             raise ConfigError(f"run.amp must be none, bf16 or fp16, got {self.run.amp!r}")
         if self.method.self_training and self.method.name == "oracle":

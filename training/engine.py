@@ -19,7 +19,7 @@ from . import checkpoints as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
-from .losses import adv_loss, dis_loss, seg_loss, upsample
+from .losses import adv_loss, dis_loss, discriminator_maps, seg_loss, upsample
 from .models import Discriminator, build_model
 from .optim import parameter_groups, sgd_param_groups
 from .resume import ResumeError, read_resumable
@@ -212,7 +212,8 @@ class Trainer:
                 if self.self_training:
                     losses, weights = self._pseudo_label_terms(tgt, batch_t["label"].to(self.device))
                 if self.adversarial:
-                    pt = {k: F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1) for k, v in tgt.items()}
+                    pt = {k: discriminator_maps(F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1), mth.d_input)
+                          for k, v in tgt.items()}
                     adv, adv_weights = self._adversarial_terms(pt)
                     losses.update(adv)
                     weights.update(adv_weights)
@@ -222,7 +223,8 @@ class Trainer:
 
         if self.adversarial:
             _set_requires_grad(discs, True)
-            ps = {k: F.softmax(upsample(v.detach().float(), xs.shape[-2:]), dim=1) for k, v in src.items()}
+            ps = {k: discriminator_maps(F.softmax(upsample(v.detach().float(), xs.shape[-2:]), dim=1), mth.d_input)
+                  for k, v in src.items()}
             pairs = {"d1": "low", "d2": "high"}
             if "d_wtm" in self.discs:  # Eq. 8: D_wtm learns from the low-level transferred maps
                 pairs["d_wtm"] = "low_t" if "low_t" in pt else "high_t"

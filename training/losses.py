@@ -28,6 +28,18 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, ignore_index=IGNORE)
 
 
+def discriminator_maps(prob: torch.Tensor, d_input: str = "softmax") -> torch.Tensor:
+    """What a discriminator sees of softmax maps (B, C, H, W). `onehot`: the argmax as one-hot maps, with the
+    softmax's gradient passed straight through. A source-trained network is more confident on source images than
+    on target ones, so a discriminator on softmax maps can win on confidence alone, and the segmentation network
+    then fools it by growing confident, in whatever classes it already predicts; one-hot maps leave only the
+    layout of the classes to compare."""
+    if d_input == "softmax":
+        return prob
+    hard = F.one_hot(prob.argmax(1), prob.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
+    return hard + prob - prob.detach()
+
+
 def _bce(d_logits: torch.Tensor, label: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(d_logits, torch.full_like(d_logits, label))
 

@@ -32,7 +32,7 @@ from .checkpoints import load_trained, read_checkpoint
 from .config import from_dict
 from .data import Augment, SegmentationDataset
 from .evaluate import deployed_output, evaluate
-from .losses import upsample
+from .losses import discriminator_maps, upsample
 from .models import Discriminator
 
 CRITERIA = ("d-prob", "d-ref", "entropy", "last")
@@ -63,7 +63,8 @@ def run_snapshots(run: str | Path) -> tuple[list[tuple[str, Path, int]], str]:
 
 
 @torch.no_grad()
-def label_free_scores(model, d2: Discriminator | None, loader, device, referee: Discriminator | None = None) -> dict:
+def label_free_scores(model, d2: Discriminator | None, loader, device, referee: Discriminator | None = None,
+                      d_input: str = "softmax") -> dict:
     """{'d_prob': mean D2 source-probability on target maps (None without D2), 'd_ref': the same under the
     `referee` discriminator (None without one), 'entropy': mean normalised entropy of the deployed prediction}."""
     d_sum, r_sum, h_sum, n = 0.0, 0.0, 0.0, 0
@@ -74,7 +75,7 @@ def label_free_scores(model, d2: Discriminator | None, loader, device, referee: 
         entropy = -(prob * torch.log(prob.clamp_min(1e-12))).sum(1) / math.log(prob.shape[1])
         h_sum += entropy.mean().item()
         if d2 is not None:  # D2 judges the high-level maps (Dec2), as in training
-            high = F.softmax(upsample(out["high"].float(), x.shape[-2:]), dim=1)
+            high = discriminator_maps(F.softmax(upsample(out["high"].float(), x.shape[-2:]), dim=1), d_input)
             d_sum += torch.sigmoid(d2(high)).mean().item()
             if referee is not None:
                 r_sum += torch.sigmoid(referee(high)).mean().item()
@@ -117,7 +118,8 @@ def select_snapshot(run: str | Path, by: str = "d-prob", val_root: str = "", lim
         model, meta = load_trained(path)
         model.to(dev)
         d2 = discriminator(meta) if cfg.flags.adversarial else None
-        row = {"name": name, "iteration": iteration, **label_free_scores(model, d2, loader, dev, referee),
+        row = {"name": name, "iteration": iteration,
+               **label_free_scores(model, d2, loader, dev, referee, cfg.method.d_input),
                "miou": None}
         if labelled:
             row["miou"] = evaluate(model, loader, d.protocol, [d.protocol], dev)[d.protocol]["miou"]
