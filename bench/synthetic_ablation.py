@@ -66,8 +66,10 @@ from ablation_tables import pseudo_line, selection_table, table  # bench/, next 
 # `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP); `jal-wtm+sp+ssl*`: the rounds
 # straight on JAL+WTM, without FDA
 PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+fda+sp+ssl2",
-                 "jal-wtm+sp+ssl1", "jal-wtm+sp+ssl2")
-ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS)
+                 "jal-wtm+sp+ssl1", "jal-wtm+sp+ssl2", "jal-wtm+sp+ssl3")
+# `+onehot`: the adversarial rows with discriminators on one-hot maps (method.d_input=onehot: layout, not confidence)
+ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
+ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")
 
@@ -95,6 +97,7 @@ class Protocol:
     target_bn_frames: int = 200     # adaptation rows: BatchNorm statistics of this many target frames (0: frozen)
     baseline_bn: str = "train"      # source-only and oracle continue with batch statistics (train) or frozen ones
     fda_beta: float = 0.01          # the +fda rows (FDA's published value)
+    label_shift: bool = True        # False: target streets with the source's composition (`jal-data synth --no-label-shift`)
     overrides: tuple[str, ...] = ()
 
 
@@ -133,7 +136,8 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     for name, (seed, counts) in trees.items():
         tree = root / f"{name}-seed{seed}"
         if not (tree / "synth.json").is_file():
-            generate(tree, seed=seed, counts=counts, size=p.frame_size, force=tree.exists(), progress=False)
+            generate(tree, seed=seed, counts=counts, size=p.frame_size, force=tree.exists(), progress=False,
+                     label_shift=p.label_shift)
         out[name] = tree
     return out
 
@@ -254,7 +258,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
     def second_stage(row: str) -> dict:
         pre_dir = pretraining(row)[1]
         return merge_overrides(base, {
-            "method": {"name": ROW_METHOD.get(row, row.split("+")[0])},
+            "method": {"name": ROW_METHOD.get(row, row.split("+")[0]),
+                       "d_input": "onehot" if "+onehot" in row else "softmax"},
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
             "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0},
             "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
@@ -327,7 +332,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="train nothing: print the table of the runs that have finished (e.g. after seeds ran as "
                          "separate processes side by side on one GPU)")
     for name, default in asdict(Protocol()).items():
-        if name != "overrides":
+        if isinstance(default, bool):
+            ap.add_argument(f"--{name.replace('_', '-')}", choices=("on", "off"), default=None,
+                            help=f"protocol switch (default {'on' if default else 'off'})")
+        elif name != "overrides":
             kind = type(default) if not isinstance(default, tuple) else str
             ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
                             help=f"protocol value (default {default if not isinstance(default, tuple) else 'x'.join(map(str, default))})")
@@ -337,13 +345,15 @@ def main(argv: list[str] | None = None) -> int:
     for name in asdict(p):
         value = getattr(args, name, None)
         if value is not None and name != "overrides":
-            setattr(p, name, tuple(int(v) for v in value.split("x")) if name == "frame_size" else value)
+            setattr(p, name, tuple(int(v) for v in value.split("x")) if name == "frame_size"
+                    else value == "on" if isinstance(getattr(p, name), bool) else value)
     p.overrides = tuple(p.overrides) + tuple(args.sets)
     if {"source-only", "oracle"} - set(args.rows) and set(args.rows) & set(ADAPT_ROWS):
         print("note: gap closed needs the source-only and oracle rows", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "protocol.json"
-    if saved.is_file() and json.loads(saved.read_text()) != json.loads(json.dumps(asdict(p))):
+    # a protocol saved before a field existed had that field's default
+    if saved.is_file() and {**asdict(Protocol()), **json.loads(saved.read_text())} != json.loads(json.dumps(asdict(p))):
         raise SystemExit(f"{args.out} holds runs of another protocol ({saved}): use another --out")
     if not saved.is_file():  # atomic: processes running other seeds side by side read it
         write_text(saved, json.dumps(asdict(p), indent=1))
@@ -351,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report) for seed in args.seeds}
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)
-    header = (f"Synthetic benchmark ({p.preset}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
+    header = (f"Synthetic benchmark ({p.preset}{'' if p.label_shift else ', target without label shift'}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
               f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
@@ -361,10 +371,26 @@ def main(argv: list[str] | None = None) -> int:
               f"\n{sel_text}")
     minutes = {row: statistics.mean(m) for row in args.rows
                if (m := [per_seed[s]["info"][row]["minutes"] for s in args.seeds if row in per_seed[s]["info"]])}
-    write_text(args.out / "summary.json", json.dumps(
+    summary = args.out / "summary.json"
+    merged = merge_seeds(json.loads(summary.read_text())["per_seed"] if summary.is_file() else {}, per_seed)
+    if merged != per_seed:  # the file keeps every finished row and seed, not only this call's
+        rows = table(merged, [r for r in ROWS if any(r in m["scores"] for m in merged.values())], ADAPT_ROWS)[1]
+        minutes = {**json.loads(summary.read_text()).get("minutes_per_run", {}), **minutes}
+    write_text(summary, json.dumps(
         {"protocol": asdict(p), "cpu": cpu_summary(), "machine": machine(), "rows": rows, "minutes_per_run": minutes,
-         "per_seed": {str(s): v for s, v in per_seed.items()}}, indent=1))
+         "per_seed": {str(s): v for s, v in sorted(merged.items())}}, indent=1))
     return 0
+
+
+def merge_seeds(saved: dict[str, dict], new: dict[int, dict]) -> dict[int, dict]:
+    """This call's per-seed results over those summary.json already holds (same protocol, checked above): a call
+    with a subset of the rows or seeds, e.g. `--report --rows ...`, must not drop the results of the others."""
+    merged = {int(s): {k: dict(v) for k, v in d.items()} for s, d in saved.items()}
+    for seed, result in new.items():
+        into = merged.setdefault(seed, {})
+        for key, values in result.items():
+            into.setdefault(key, {}).update(values)
+    return merged
 
 
 if __name__ == "__main__":

@@ -152,6 +152,28 @@ def test_target_statistics_differ_from_the_source(modest):
     assert tgt["void"] > 0.03 > src["void"]  # the ego hood
 
 
+def test_without_label_shift_the_target_streets_have_the_source_composition(modest, tmp_path):
+    """--no-label-shift: building / vegetation shares as in the source; the colour swap, camera and hood stay."""
+    from jal_deploy.synth.styles import COMPOSITION, domains
+    res = CliRunner().invoke(data_main, ["synth", "--out", str(tmp_path / "flat"), "--gta5", "0", "--synthia", "0",
+                                         "--cs-train", "20", "--cs-val", "0", "--size", "256x128", "--workers", "2",
+                                         "--no-label-shift"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((tmp_path / "flat" / "synth.json").read_text())
+    layout, source = manifest["styles"]["cityscapes"]["layout"], manifest["styles"]["gta5"]["layout"]
+    assert manifest["label_shift"] is False and all(layout[k] == source[k] for k in COMPOSITION)
+    assert layout["hood"] == list(DOMAINS["cityscapes"].layout.hood)  # only the composition moved
+    assert domains(False)["cityscapes"].appearance == DOMAINS["cityscapes"].appearance
+    assert domains(True) is DOMAINS
+    src, shifted = modest["class_pixel_fraction"]["gta5"], modest["class_pixel_fraction"]["cs_train"]
+    flat = manifest["class_pixel_fraction"]["cs_train"]
+    # the same seed and frames: fewer trees and more facades than the default target, like the source
+    assert shifted["vegetation"] > 1.3 * flat["vegetation"] and flat["building"] > 1.3 * shifted["building"]
+    assert abs(flat["building"] - src["building"]) < abs(shifted["building"] - src["building"])
+    assert flat["void"] > 0.03  # the ego hood is still there
+    assert json.loads((Path(modest["out"]) / "synth.json").read_text())["label_shift"] is True
+
+
 def _mean_colour(domain, cls, frames=6, size=(256, 128)):
     total, n = np.zeros(3), 0
     for i in range(frames):

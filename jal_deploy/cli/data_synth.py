@@ -22,7 +22,10 @@ from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SynthError, generate
               help="Frame size WIDTHxHEIGHT for every domain.")
 @click.option("--workers", default=None, type=click.IntRange(min=1), help="Processes (default: CPU count, max 8).")
 @click.option("--force", is_flag=True, help="Regenerate into a non-empty folder (replaces a previous synth).")
-def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force):
+@click.option("--label-shift/--no-label-shift", default=True, show_default=True,
+              help="Target streets greener than the sources' (fewer building blocks, more trees). "
+                   "--no-label-shift gives them the GTA5 composition (README: \"label shift\").")
+def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force, label_shift):
     """Generate a small procedural street benchmark in the real GTA5, SYNTHIA and Cityscapes layouts.
 
     The target (Cityscapes layout) differs from the sources in appearance, camera and class statistics,
@@ -36,7 +39,8 @@ def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force):
     """
     counts = {"gta5": gta5, "synthia": synthia, "cs_train": cs_train, "cs_val": cs_val}
     try:
-        s = generate(out, seed=seed, counts=counts, size=size, force=force, progress=True, workers=workers)
+        s = generate(out, seed=seed, counts=counts, size=size, force=force, progress=True, workers=workers,
+                     label_shift=label_shift)
     except SynthError as e:
         raise click.ClickException(str(e)) from None
     w, h = s["size"]
