@@ -372,10 +372,11 @@ def main(argv: list[str] | None = None) -> int:
     minutes = {row: statistics.mean(m) for row in args.rows
                if (m := [per_seed[s]["info"][row]["minutes"] for s in args.seeds if row in per_seed[s]["info"]])}
     summary = args.out / "summary.json"
-    merged = merge_seeds(json.loads(summary.read_text())["per_seed"] if summary.is_file() else {}, per_seed)
+    previous = json.loads(summary.read_text()) if summary.is_file() else {}
+    merged = merge_seeds(previous.get("per_seed", {}), per_seed)
     if merged != per_seed:  # the file keeps every finished row and seed, not only this call's
         rows = table(merged, [r for r in ROWS if any(r in m["scores"] for m in merged.values())], ADAPT_ROWS)[1]
-        minutes = {**json.loads(summary.read_text()).get("minutes_per_run", {}), **minutes}
+        minutes = {**previous.get("minutes_per_run", {}), **minutes}
     write_text(summary, json.dumps(
         {"protocol": asdict(p), "cpu": cpu_summary(), "machine": machine(), "rows": rows, "minutes_per_run": minutes,
          "per_seed": {str(s): v for s, v in sorted(merged.items())}}, indent=1))

@@ -93,11 +93,6 @@ class _Worker(threading.Thread):
             self.error = e
 
 
-def _shapes(pre) -> tuple:
-    """What must match for two pre-processed frames to share a batch (both models' inputs with `compare`)."""
-    return tuple(p.shape for p in pre) if isinstance(pre, tuple) else (pre.shape,)
-
-
 def _fit(labels: np.ndarray | None, frame: np.ndarray) -> np.ndarray | None:
     """A reused prediction at the frame's size (nearest: labels are classes)."""
     if labels is None or labels.shape == frame.shape[:2]:
@@ -124,6 +119,7 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
     if batch < 1 or vid_stride < 1:
         raise ValueError("batch and vid_stride must be >= 1")
     stats = stats if stats is not None else Stats()
+    models = (segmenter,) if compare is None else (segmenter, compare)  # each stage runs them all, in this order
     stats.started = time.perf_counter()
     stop = stop if stop is not None else threading.Event()
     halt = threading.Event()  # internal: the consumer went away or a thread failed
@@ -141,8 +137,7 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             pre = None
             if item.frame is not None and item.infer:
                 t = time.perf_counter()
-                pre = (segmenter.preprocess(item.frame) if compare is None
-                       else (segmenter.preprocess(item.frame), compare.preprocess(item.frame)))
+                pre = tuple(m.preprocess(item.frame) for m in models)
                 stats.add("pre", time.perf_counter() - t)
             if source.live:  # newest frame wins: drop what inference has not picked up yet
                 try:
@@ -157,22 +152,20 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
         _put(q_in, _END, halt)
 
     def infer():
-        pending: list[tuple[Item, np.ndarray | None]] = []
+        pending: list[tuple[Item, tuple[np.ndarray, ...] | None]] = []  # inputs per model
 
         def flush():
             batch_in = [p for it, p in pending if p is not None]
             outputs = iter(())
             if batch_in:
-                t = time.perf_counter()
-                out = segmenter.infer(np.stack([p if compare is None else p[0] for p in batch_in]))
-                stats.add("infer", time.perf_counter() - t)
-                if compare is not None:
+                out = []
+                for i, (model, stage) in enumerate(zip(models, ("infer", COMPARE))):
                     t = time.perf_counter()
-                    out = list(zip(out, compare.infer(np.stack([p[1] for p in batch_in]))))
-                    stats.add(COMPARE, time.perf_counter() - t)
+                    out.append(model.infer(np.stack([p[i] for p in batch_in])))
+                    stats.add(stage, time.perf_counter() - t)
                 stats.inferred += len(batch_in)
                 stats.batches += 1
-                outputs = iter(out)
+                outputs = zip(*out)  # per frame: one output per model
             for it, p in pending:
                 if not _put(q_out, (it, next(outputs) if p is not None else None), halt):
                     return
@@ -190,7 +183,7 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             item, pre = got
             if pre is not None and pending:
                 ready = [p for _, p in pending if p is not None]
-                if ready and _shapes(ready[0]) != _shapes(pre):
+                if ready and [r.shape for r in ready[0]] != [q.shape for q in pre]:
                     flush()  # one batch holds one size
             pending.append((item, pre))
             if sum(p is not None for _, p in pending) >= batch or source.live:
@@ -220,11 +213,9 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
                 labels, reused = None, False
             elif output is not None:
                 h, w = item.frame.shape[:2]
-                if compare is not None:
-                    output, other = output
-                    other = previous_other = compare.postprocess(other, w, h)
-                labels, reused = segmenter.postprocess(output, w, h), False
-                previous = labels
+                labels, *others = [m.postprocess(o, w, h) for m, o in zip(models, output)]
+                other = others[0] if others else None
+                previous, previous_other, reused = labels, other, False
             else:  # --vid-stride: reuse the last prediction (resized if the frame size changed)
                 labels, other, reused = _fit(previous, item.frame), _fit(previous_other, item.frame), True
             stats.add("post", time.perf_counter() - t)
