@@ -62,15 +62,13 @@ def predictions(checkpoint: Path, tree: Path, limit: int) -> tuple[np.ndarray, f
     """(C, H, W) counts of the model's predicted classes on the first `limit` target train images, and the mean
     normalised entropy of its high-level softmax (the maps the discriminators see) on those and on as many source
     images: how much less sure of itself the model is on the target."""
-    import math
-
     import torch
     from torch.utils.data import DataLoader
 
     from training.checkpoints import load_trained
     from training.data import Augment, SegmentationDataset
     from training.evaluate import deployed_output
-    from training.losses import upsample
+    from training.losses import normalised_entropy, upsample
 
     model, meta = load_trained(checkpoint)
     size = tuple(meta["train"]["data"]["target_size"]) if meta["train"] else (1024, 512)
@@ -87,8 +85,7 @@ def predictions(checkpoint: Path, tree: Path, limit: int) -> tuple[np.ndarray, f
             for batch in DataLoader(ds, batch_size=4):
                 out = model(batch["image"])
                 prob = torch.softmax(out["high"].float(), 1)
-                total += float((-(prob * prob.clamp_min(1e-12).log()).sum(1) / math.log(prob.shape[1]))
-                               .mean((1, 2)).sum())
+                total += float(normalised_entropy(prob).mean((1, 2)).sum())
                 if name == "target":
                     pred = upsample(deployed_output(out).float(), (h, w)).argmax(1).numpy()
                     for p in pred:

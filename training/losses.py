@@ -7,6 +7,8 @@ maps is the paper's Fig. 3 signal: higher = more target maps taken for source.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +40,11 @@ def discriminator_maps(prob: torch.Tensor, d_input: str = "softmax") -> torch.Te
         return prob
     hard = F.one_hot(prob.argmax(1), prob.shape[1]).permute(0, 3, 1, 2).to(prob.dtype)
     return hard + prob - prob.detach()
+
+
+def normalised_entropy(prob: torch.Tensor) -> torch.Tensor:
+    """Per-pixel entropy of softmax maps (B, C, H, W) divided by log(C): 0 certain, 1 uniform."""
+    return -(prob * torch.log(prob.clamp_min(1e-12))).sum(1) / math.log(prob.shape[1])
 
 
 def _bce(d_logits: torch.Tensor, label: float) -> torch.Tensor:

@@ -18,7 +18,6 @@ scored: raise `run.keep` before training a run to select from.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ from .checkpoints import load_trained, read_checkpoint
 from .config import from_dict
 from .data import Augment, SegmentationDataset
 from .evaluate import deployed_output, evaluate
-from .losses import discriminator_maps, upsample
+from .losses import discriminator_maps, normalised_entropy, upsample
 from .models import Discriminator
 
 CRITERIA = ("d-prob", "d-ref", "entropy", "last")
@@ -72,8 +71,7 @@ def label_free_scores(model, d2: Discriminator | None, loader, device, referee: 
         x = batch["image"].to(device)
         out = model(x)
         prob = F.softmax(upsample(deployed_output(out).float(), x.shape[-2:]), dim=1)
-        entropy = -(prob * torch.log(prob.clamp_min(1e-12))).sum(1) / math.log(prob.shape[1])
-        h_sum += entropy.mean().item()
+        h_sum += normalised_entropy(prob).mean().item()
         if d2 is not None:  # D2 judges the high-level maps (Dec2), as in training
             high = discriminator_maps(F.softmax(upsample(out["high"].float(), x.shape[-2:]), dim=1), d_input)
             d_sum += torch.sigmoid(d2(high)).mean().item()
