@@ -321,6 +321,15 @@ def machine() -> str:
     return gpu + cpu_summary()
 
 
+def _protocol_value(default, given):
+    """A command-line protocol value in the field's own type: `on`/`off` switches, `WxH` sizes, numbers."""
+    if isinstance(default, bool):
+        return given == "on"
+    if isinstance(default, tuple):
+        return tuple(int(v) for v in given.split("x"))
+    return given
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
@@ -345,8 +354,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in asdict(p):
         value = getattr(args, name, None)
         if value is not None and name != "overrides":
-            setattr(p, name, tuple(int(v) for v in value.split("x")) if name == "frame_size"
-                    else value == "on" if isinstance(getattr(p, name), bool) else value)
+            setattr(p, name, _protocol_value(getattr(p, name), value))
     p.overrides = tuple(p.overrides) + tuple(args.sets)
     if {"source-only", "oracle"} - set(args.rows) and set(args.rows) & set(ADAPT_ROWS):
         print("note: gap closed needs the source-only and oracle rows", file=sys.stderr)

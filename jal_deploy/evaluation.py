@@ -55,12 +55,14 @@ class Evaluation:
                                 title=f"{self.images} images, protocol {res['protocol']}") + confusion_lines(res)
 
 
-def confusion_lines(res: dict) -> str:
-    """The largest confusions under a table, one per line ('' when there is none)."""
+def confusion_lines(res: dict, model: str | None = None) -> str:
+    """The largest confusions under a table, one per line ('' when there is none); `model` names whose they
+    are when a table compares two."""
     top = res.get("top_confusions") or []
     if not top:
         return ""
-    return "\nLargest confusions (share of the true class's pixels):\n" + "\n".join(
+    whose = f" of {model}" if model else ""
+    return f"\nLargest confusions{whose} (share of the true class's pixels):\n" + "\n".join(
         f"  {c['true']:>14s} -> {c['predicted']:<14s} {100 * c['share']:5.1f} %" for c in top)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jal_deploy.atomic import write_text
-from jal_deploy.evaluation import Evaluation, summary_name
+from jal_deploy.evaluation import Evaluation, confusion_lines, summary_name
 from jal_deploy.metrics import Agreement, format_compare_table
 from jal_deploy.outputs import CODECS, FrameFiles, OutputError, VideoFile, check_writable
 from jal_deploy.pipeline import Stats, predictions
@@ -220,4 +220,5 @@ def _compare_table(names, metrics: dict, compare: dict) -> str:
                for n in metrics["protocols"]}
     return format_compare_table(metrics["per_class"], compare["per_class"], names[0], names[1], summary=summary,
                                 title=f"{metrics['images']} images, protocol {metrics['protocol']}; "
-                                      f"pixel agreement {compare['agreement']:.2f} %")
+                                      f"pixel agreement {compare['agreement']:.2f} %") + \
+        confusion_lines(metrics, names[0]) + confusion_lines(compare, names[1])

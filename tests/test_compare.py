@@ -67,6 +67,10 @@ def test_labelled_tree_gives_both_tables_the_delta_and_the_agreement(runtime_mod
     assert cmp["agreement"] == pytest.approx(agreement.percent, abs=1e-9) and cmp["pixels"] == agreement.total
     assert 90.0 < cmp["agreement"] < 100.0  # same weights; nearest labels vs bilinear logits differ at boundaries
     assert "delta" in res.output and f"agree on {cmp['agreement']:.2f} %" in res.output
+    for name, doc in zip(cmp["names"], (report, cmp)):  # each model's largest confusions, under its own name
+        worst = doc["top_confusions"][0]
+        assert f"Largest confusions of {name} " in res.output
+        assert f"{worst['true']:>14s} -> {worst['predicted']:<14s} {100 * worst['share']:5.1f} %" in res.output
     # default outputs for a tree: the captioned pair, one per frame, nothing half-written
     files = sorted((out / "compare").rglob("*.jpg"))
     assert len(files) == 4 and not (out / "overlay").exists() and _no_temp_files(out)
