@@ -69,7 +69,13 @@ PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm
                  "jal-wtm+sp+ssl1", "jal-wtm+sp+ssl2", "jal-wtm+sp+ssl3")
 # `+onehot`: the adversarial rows with discriminators on one-hot maps (method.d_input=onehot: layout, not confidence)
 ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
-ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS)
+# `cr`: the same stages on a source pretraining with colour randomisation (every labelled image under a random
+# 1x1 colour matrix, unblended: data.rand_conv with kernels [1] and no mixing), kept on the source stream in every
+# later stage; `cr` alone is that pretraining plus target statistics, as `adabn` is for the plain one
+CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2")
+CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
+ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
+              *CR_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")
 
@@ -106,7 +112,17 @@ QUICK = dict(frames=8, frame_size=(128, 64), eval_frames=4, source_val_frames=4,
                                                 "data.target_size=96x48", "data.batch_size=2"))
 
 
-ROW_METHOD = {"adabn": "source-only"}  # rows that are a method plus a protocol choice
+ROW_METHOD = {"adabn": "source-only", "cr": "source-only"}  # rows that are a method plus a protocol choice
+
+
+def colour_randomised(row: str) -> bool:
+    return row == "cr" or row.startswith("cr+")
+
+
+def row_method(row: str) -> str:
+    """The `jal-train` method a row's second stage runs."""
+    row = row if row == "cr" else row.removeprefix("cr+")
+    return ROW_METHOD.get(row, row.split("+")[0])
 
 
 def bn_policy(row: str, p: Protocol) -> dict:
@@ -250,18 +266,19 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
     pre_runs = {"source-only": "pretrain", "oracle": "pretrain-oracle"}
 
-    def pretraining(row: str) -> tuple[str, Path]:
-        """The method and folder of the first stage a row starts from."""
+    def pretraining(row: str) -> tuple[str, Path, dict]:
+        """The method, folder and data options of the first stage a row starts from."""
         method = "oracle" if row == "oracle" else "source-only"
-        return method, out / f"seed{seed}" / pre_runs[method]
+        if colour_randomised(row):
+            return method, out / f"seed{seed}" / f"{pre_runs[method]}-cr", CR_DATA
+        return method, out / f"seed{seed}" / pre_runs[method], {}
 
     def second_stage(row: str) -> dict:
-        pre_dir = pretraining(row)[1]
+        _, pre_dir, data_options = pretraining(row)
         return merge_overrides(base, {
-            "method": {"name": ROW_METHOD.get(row, row.split("+")[0]),
-                       "d_input": "onehot" if "+onehot" in row else "softmax"},
+            "method": {"name": row_method(row), "d_input": "onehot" if "+onehot" in row else "softmax"},
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
-            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0},
+            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0, **data_options},
             "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
             # a snapshot at every evaluation, all kept: what label-free selection chooses from
             "run": {"eval_every": p.eval_every, "save_every": p.eval_every,
@@ -270,8 +287,9 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
     for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only")):  # baselines first
         if row == "prior":
             continue
-        pre_method, pre_dir = pretraining(row)
+        pre_method, pre_dir, data_options = pretraining(row)
         pre = merge_overrides(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
+                                     "data": data_options,
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_iters}})
         if train(pre_dir, pre, p.preset, report_only) is None:

@@ -104,7 +104,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
-            "oracle"]
+            "cr+jal-wtm+sp+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -131,6 +131,17 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert nofda["pseudo_from"].endswith("seed0/jal-wtm/checkpoints/last.pth")
     assert json.loads((seed / "jal-wtm+sp+ssl" / "round1" / "train" / "config.json").read_text())["data"]["fda_beta"] == 0
     assert "seed 0 jal-wtm+sp+ssl1 target mIoU" in result.stdout
+    # cr: its own source pretraining under a random colour matrix per image, kept in every later stage
+    randomised = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
+    for stage in ("pretrain-cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl/round1/train"):
+        data = json.loads((seed / stage / "config.json").read_text())["data"]
+        assert {k: data[k] for k in randomised} == randomised, stage
+    assert json.loads((seed / "pretrain" / "config.json").read_text())["data"]["rand_conv"] is False
+    assert json.loads((seed / "cr+jal-wtm" / "config.json").read_text())["model"]["init"].endswith(
+        "seed0/pretrain-cr/checkpoints/last.pth")
+    cr = json.loads((seed / "cr+jal-wtm+sp+ssl" / "round1" / "round.json").read_text())
+    assert cr["pseudo_from"].endswith("seed0/cr+jal-wtm/checkpoints/last.pth")
+    assert "seed 0 cr+jal-wtm+sp+ssl1 target mIoU" in result.stdout
 
 
 def _label_statistics():

@@ -85,6 +85,20 @@ def test_random_convolution_draws_depend_on_seed_and_index_only(frame):
     assert out.dtype == np.float32 and out.shape == frame.shape and np.array_equal(out, b(frame, 3))
 
 
+def test_colour_randomisation_is_a_random_colour_matrix_on_every_image(frame):
+    plain = RandomConvolution(seed=4, kernels=(1,), mix=False)
+    mixed = RandomConvolution(seed=4, kernels=(1,))
+    for i in range(10):
+        (w, alpha), (wm, alpha_m) = plain.draw(i), mixed.draw(i)
+        assert w.shape == (3, 3, 1, 1) and alpha == 0.0 and 0 < alpha_m < 1
+        assert np.array_equal(w, wm)  # the same stream of draws as the mixing variant: only the blend differs
+        expected = (frame - 127.5) @ w[:, :, 0, 0].T + 127.5
+        np.testing.assert_allclose(plain(frame, i), expected, atol=1e-2)
+    # colour carries no label information: a class's mean colour is a different colour in each image
+    means = np.array([plain(frame, i).reshape(-1, 3).mean(0) for i in range(10)])
+    assert means.std(0).min() > 5
+
+
 def test_compose_applies_steps_in_order_and_skips_none(frame):
     double, plus = (lambda im, i: im * 2), (lambda im, i: im + 1)
     assert compose(None, None) is None and compose(None, double) is double
@@ -126,3 +140,19 @@ def test_trainer_jitters_the_labelled_stream_only(synth_root, tmp_path):
     oracle.data.color_jitter = 0.8
     with pytest.raises(ConfigError, match="color_jitter"):
         oracle.validate()
+    oracle.data.color_jitter, oracle.data.rand_conv_kernels = 0.2, (1, 4)
+    with pytest.raises(ConfigError, match="rand_conv_kernels"):
+        oracle.validate()
+
+
+def test_trainer_randomises_colour_with_the_configured_kernels(synth_root, tmp_path):
+    from tests.test_training import tiny_cfg
+    from training.engine import Trainer
+
+    cfg = tiny_cfg(synth_root, "source-only", iters=1)
+    cfg.data.rand_conv, cfg.data.rand_conv_kernels, cfg.data.rand_conv_mix = True, (1,), False
+    style = Trainer(cfg, tmp_path / "cr", progress=False).source_iter._dataset.style
+    image = np.random.default_rng(0).integers(0, 255, (48, 96, 3)).astype(np.uint8)
+    weights, alpha = RandomConvolution(seed=cfg.run.seed + 4, kernels=(1,), mix=False).draw(7)
+    assert alpha == 0.0
+    np.testing.assert_allclose(style(image, 7), random_convolution(image, weights, 0.0), atol=1e-4)

@@ -78,7 +78,9 @@ class DataConfig:
     fda_beta: float = 0.0     # Fourier domain adaptation of source images (0 = off; FDA publishes 0.01)
     color_jitter: float = 0.0  # photometric jitter strength of the labelled images (0 = off; DACS publishes 0.2)
     blur: bool = False        # random Gaussian blur of the labelled images (p 0.5, as DACS)
-    rand_conv: bool = False   # random convolutions of the labelled images (RandConv, mixing variant)
+    rand_conv: bool = False   # random convolutions of the labelled images (RandConv)
+    rand_conv_kernels: tuple[int, ...] = (1, 3, 5, 7)  # kernel sizes drawn from; (1,): a random colour matrix only
+    rand_conv_mix: bool = True  # blend with the image by a factor from U(0, 1) (RandConv's mixing variant); false: conv only
     protocol: str = "19"      # the training classes: 19 (GTA5) or 16 (SYNTHIA)
     eval_protocols: tuple[str, ...] = ("19",)
     scale: tuple[float, float] = ()
@@ -170,6 +172,9 @@ class TrainConfig:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if not 0.0 <= self.data.color_jitter <= 0.5:
             raise ConfigError(f"data.color_jitter must be in [0, 0.5], got {self.data.color_jitter}")
+        kernels = self.data.rand_conv_kernels
+        if not kernels or any(k < 1 or k % 2 == 0 for k in kernels):
+            raise ConfigError(f"data.rand_conv_kernels must be odd sizes >= 1, got {list(kernels)}")
         if self.data.fda_beta and self.method.name == "oracle":
             raise ConfigError("data.fda_beta restyles source images; the oracle reads none")
         if self.data.worker_start not in ("auto", "fork", "spawn", "forkserver"):

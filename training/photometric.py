@@ -13,8 +13,9 @@ drawn from [0.15, 1.15] pixels.
 Random convolutions (RandConv, Xu et al., ICLR 2021) go further: a convolution with random weights (a kernel
 size drawn from {1, 3, 5, 7}, weights from N(0, 1 / (k^2 * 3)), so the output keeps the input's scale) mixes
 the colour channels and local texture arbitrarily while keeping shapes, and the result is blended with the
-image by a factor drawn from U(0, 1) (the paper's mixing variant). A 1x1 kernel alone is a random colour
-matrix: it can swap hues and invert brightness, which no jitter does.
+image by a factor drawn from U(0, 1) (the paper's mixing variant) or not at all (its plain variant). A 1x1
+kernel alone is a random colour matrix: it can swap hues and invert brightness, which no jitter does; applied
+to every image unblended it leaves colour no label information at all (domain randomisation of colour).
 numpy and OpenCV only: both run inside the data loader's workers.
 """
 from __future__ import annotations
@@ -97,14 +98,17 @@ class RandomConvolution:
     """The data-pipeline step for RandConv: kernel size, weights and mixing factor of each image from
     (seed, index) alone, so a resumed run sees the same images."""
 
-    def __init__(self, seed: int = 0, kernels: tuple[int, ...] = RANDCONV_KERNELS):
-        self.seed, self.kernels = seed, tuple(kernels)
+    def __init__(self, seed: int = 0, kernels: tuple[int, ...] = RANDCONV_KERNELS, mix: bool = True):
+        self.seed, self.kernels, self.mix = seed, tuple(kernels), mix
 
     def draw(self, index: int) -> tuple[np.ndarray, float]:
+        """(weights, alpha); without `mix` alpha is 0: every image is the convolution alone (with kernels (1,),
+        a random colour matrix: colour carries no label information, shape, texture and layout do)."""
         rng = np.random.default_rng([self.seed, index, 11])
         k = int(rng.choice(self.kernels))
         weights = rng.normal(0.0, 1.0 / np.sqrt(k * k * 3), size=(3, 3, k, k)).astype(np.float32)
-        return weights, float(rng.uniform(0.0, 1.0))
+        alpha = float(rng.uniform(0.0, 1.0))
+        return weights, alpha if self.mix else 0.0
 
     def __call__(self, image: np.ndarray, index: int) -> np.ndarray:
         weights, alpha = self.draw(index)

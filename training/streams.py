@@ -35,7 +35,8 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
     target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
     # Photometric augmentation applies to whichever stream is labelled, so the oracle keeps the same recipe.
     jitter = compose(Photometric(d.color_jitter, d.blur, seed=seed + 3) if d.color_jitter > 0 or d.blur else None,
-                     RandomConvolution(seed=seed + 4) if d.rand_conv else None)
+                     RandomConvolution(seed=seed + 4, kernels=tuple(d.rand_conv_kernels), mix=d.rand_conv_mix)
+                     if d.rand_conv else None)
     if flags.labels == "target":  # the oracle: target train labels at the target size, no source image
         labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
                                        augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache, style=jitter)
