@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 read -r -a seeds <<< "${ABLATION_SEEDS:-0 1 2}"
 # rows in the order they train (the baselines always first); ABLATION_ROWS overrides
-read -r -a rows <<< "${ABLATION_ROWS:-prior source-only adabn jal-wtm jal-wtm+fda jal-wtm+fda+ssl1 jal-wtm+fda+ssl2 jal-wtm+fda+sp+ssl1 jal-wtm+fda+sp+ssl2 jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 jal-wtm+sp+ssl3 adaptsegnet jal wtm adaptsegnet+onehot}"
+read -r -a rows <<< "${ABLATION_ROWS:-prior source-only adabn jal-wtm jal-wtm+fda jal-wtm+fda+ssl1 jal-wtm+fda+ssl2 jal-wtm+fda+sp+ssl1 jal-wtm+fda+sp+ssl2 jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 jal-wtm+sp+ssl3 cr cr+jal-wtm cr+jal-wtm+sp+ssl1 cr+jal-wtm+sp+ssl2 adaptsegnet jal wtm adaptsegnet+onehot}"
 mkdir -p "$out"
 # the frames and protocol.json once, before the processes share them
 python bench/synthetic_ablation.py --out "$out" "$@" --seeds "${seeds[0]}" --rows prior > "$out/data.log" 2>&1 \

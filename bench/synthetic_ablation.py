@@ -2,7 +2,8 @@
 """Table 4 on the embedded synthetic benchmark, with its baselines: target mIoU per row over seeds.
 
 Rows: `prior` (a blind per-pixel layout prior from the source labels: it never looks at an image),
-`source-only`, the adaptation rows (`adabn`, `adaptsegnet`, `jal`, `wtm-dec1`, `wtm-dec2`, `wtm`, `jal-wtm`), `oracle`
+`source-only`, the adaptation rows (`adabn`, `adaptsegnet`, `jal`, `wtm-dec1`, `wtm-dec2`, `wtm`, `jal-wtm`; the
+pipeline rows `jal-wtm+...+ssl*`; the `cr` rows on a colour-randomised source pretraining), `oracle`
 (the same network and budget trained on the *target* train labels: the upper bound). For each adaptation row
 the table gives the **gap closed** = (row - source-only) / (oracle - source-only).
 
@@ -77,7 +78,8 @@ CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
-DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, "oracle")
+DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
+                "oracle")
 
 
 
