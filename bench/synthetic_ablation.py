@@ -256,7 +256,8 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
 
 def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int,
              report_only: bool = False) -> dict:
-    """{row: target mIoU %} for one seed (plus 'source-only@source-val'), running what has not finished."""
+    """{row: target mIoU %} for one seed (plus 'source-only@source-val' and 'cr@source-val': held-out source
+    frames), running what has not finished."""
     train_tree, eval_tree = data["train"], data["eval"]
     base = merge_overrides({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
                             "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
@@ -326,12 +327,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
               f"{res['seconds'] / 60:.1f} min)", flush=True)
         if "pseudo" in res:
             print(f"seed {seed} {row:12s} {pseudo_line(res['pseudo'])}", flush=True)
-        if row == "source-only":
-            cached = run_dir / "source_val.json"
+        if row in ("source-only", "cr"):  # how well the network segments its own domain: the size of the gap
+            # cr's own run is evaluated with target statistics, so its pretraining is scored (on plain source frames)
+            where, where_ov = (run_dir, ov) if row == "source-only" else (pre_dir, pre)
+            cached = where / "source_val.json"
             if not cached.is_file() and not report_only:
-                cached.write_text(json.dumps(100 * source_val_miou(run_dir, ov, p.preset, data["source-val"])))
+                write_text(cached, json.dumps(100 * source_val_miou(where, where_ov, p.preset, data["source-val"])))
             if cached.is_file():
-                scores["source-only@source-val"] = json.loads(cached.read_text())
+                scores[f"{row}@source-val"] = json.loads(cached.read_text())
     return {"scores": scores, "info": info, "selection": selections}
 
 

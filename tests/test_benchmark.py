@@ -104,7 +104,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
-            "cr+jal-wtm+sp+ssl1", "oracle"]
+            "cr", "cr+jal-wtm+sp+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -142,6 +142,10 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     cr = json.loads((seed / "cr+jal-wtm+sp+ssl" / "round1" / "round.json").read_text())
     assert cr["pseudo_from"].endswith("seed0/cr+jal-wtm/checkpoints/last.pth")
     assert "seed 0 cr+jal-wtm+sp+ssl1 target mIoU" in result.stdout
+    # the colour-randomised pretraining is also scored on the held-out source frames, as source-only is
+    rows_out = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert 0 <= rows_out["cr@source-val"]["mean"] <= 100 and "\ncr@source-val " in result.stdout
+    assert json.loads((seed / "pretrain-cr" / "source_val.json").read_text()) == rows_out["cr@source-val"]["mean"]
 
 
 def _label_statistics():
