@@ -7,8 +7,7 @@ import statistics
 
 from training.selection import CRITERIA
 
-# held-out source frames: source-only's own run, and the colour-randomised pretraining of the `cr` rows
-SOURCE_VAL_ROWS = ("source-only@source-val", "cr@source-val")
+from ablation_rows import SOURCE_VAL  # bench/, next to this module
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -34,7 +33,7 @@ def table(per_seed: dict[int, dict], rows: list[str], adapt_rows: tuple[str, ...
     lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  "
              f"per seed ({', '.join(map(str, seeds))})"]
     out = {}
-    for row in [*rows, *SOURCE_VAL_ROWS]:
+    for row in [*rows, *(f"{r}@source-val" for r in SOURCE_VAL)]:
         values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
         if not values:
             continue

@@ -61,26 +61,9 @@ from training.pseudo_labels import PseudoLabelOptions
 from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
 from training.self_training import self_train
 
-from ablation_tables import pseudo_line, selection_table, table  # bench/, next to this script
-
-# the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training;
-# `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP); `jal-wtm+sp+ssl*`: the rounds
-# straight on JAL+WTM, without FDA
-PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+fda+sp+ssl2",
-                 "jal-wtm+sp+ssl1", "jal-wtm+sp+ssl2", "jal-wtm+sp+ssl3")
-# `+onehot`: the adversarial rows with discriminators on one-hot maps (method.d_input=onehot: layout, not confidence)
-ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
-# `cr`: the same stages on a source pretraining with colour randomisation (every labelled image under a random
-# 1x1 colour matrix, unblended: data.rand_conv with kernels [1] and no mixing), kept on the source stream in every
-# later stage; `cr` alone is that pretraining plus target statistics, as `adabn` is for the plain one
-CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2")
-CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
-ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
-              *CR_ROWS)
-ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
-DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
-                "oracle")
-
+# bench/, next to this script
+from ablation_rows import ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method
+from ablation_tables import pseudo_line, selection_table, table
 
 
 @dataclass
@@ -112,19 +95,6 @@ class Protocol:
 QUICK = dict(frames=8, frame_size=(128, 64), eval_frames=4, source_val_frames=4, pretrain_iters=3, adapt_iters=2,
              eval_every=1, last_k=2, overrides=("model.width=0.125", "data.source_size=96x48",
                                                 "data.target_size=96x48", "data.batch_size=2"))
-
-
-ROW_METHOD = {"adabn": "source-only", "cr": "source-only"}  # rows that are a method plus a protocol choice
-
-
-def colour_randomised(row: str) -> bool:
-    return row == "cr" or row.startswith("cr+")
-
-
-def row_method(row: str) -> str:
-    """The `jal-train` method a row's second stage runs."""
-    row = row if row == "cr" else row.removeprefix("cr+")
-    return ROW_METHOD.get(row, row.split("+")[0])
 
 
 def bn_policy(row: str, p: Protocol) -> dict:
@@ -327,7 +297,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
               f"{res['seconds'] / 60:.1f} min)", flush=True)
         if "pseudo" in res:
             print(f"seed {seed} {row:12s} {pseudo_line(res['pseudo'])}", flush=True)
-        if row in ("source-only", "cr"):  # how well the network segments its own domain: the size of the gap
+        if row in SOURCE_VAL:  # how well the network segments its own domain: the size of the gap
             # cr's own run is evaluated with target statistics, so its pretraining is scored (on plain source frames)
             where, where_ov = (run_dir, ov) if row == "source-only" else (pre_dir, pre)
             cached = where / "source_val.json"
@@ -392,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report) for seed in args.seeds}
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)
-    header = (f"Synthetic benchmark ({p.preset}{'' if p.label_shift else ', target without label shift'}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
+    variant = "" if p.label_shift else ", target without label shift"
+    header = (f"Synthetic benchmark ({p.preset}{variant}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
               f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")

@@ -107,7 +107,7 @@ class RandomConvolution:
         rng = np.random.default_rng([self.seed, index, 11])
         k = int(rng.choice(self.kernels))
         weights = rng.normal(0.0, 1.0 / np.sqrt(k * k * 3), size=(3, 3, k, k)).astype(np.float32)
-        alpha = float(rng.uniform(0.0, 1.0))
+        alpha = float(rng.uniform(0.0, 1.0))  # drawn either way: both variants see the same kernels per image
         return weights, alpha if self.mix else 0.0
 
     def __call__(self, image: np.ndarray, index: int) -> np.ndarray:

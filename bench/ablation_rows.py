@@ -1,0 +1,34 @@
+"""The rows of the synthetic benchmark table (`synthetic_ablation.py`): their names, and what each name runs."""
+from __future__ import annotations
+
+# the paper's later stages stacked on JAL+WTM: Fourier style transfer of the source images, then self-training;
+# `+sp`: its pseudo labels weighted by the source labels' spatial prior (CBST-SP); `jal-wtm+sp+ssl*`: the rounds
+# straight on JAL+WTM, without FDA
+PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+fda+sp+ssl2",
+                 "jal-wtm+sp+ssl1", "jal-wtm+sp+ssl2", "jal-wtm+sp+ssl3")
+# `+onehot`: the adversarial rows with discriminators on one-hot maps (method.d_input=onehot: layout, not confidence)
+ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
+# `cr`: the same stages on a source pretraining with colour randomisation (every labelled image under a random
+# 1x1 colour matrix, unblended: data.rand_conv with kernels [1] and no mixing), kept on the source stream in every
+# later stage; `cr` alone is that pretraining plus target statistics, as `adabn` is for the plain one
+CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2")
+CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
+ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
+              *CR_ROWS)
+ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
+DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
+                "oracle")
+# rows also scored on held-out source frames (`ROW@source-val`): how well the network segments its own domain
+SOURCE_VAL = ("source-only", "cr")
+
+ROW_METHOD = {"adabn": "source-only", "cr": "source-only"}  # rows that are a method plus a protocol choice
+
+
+def colour_randomised(row: str) -> bool:
+    return row == "cr" or row.startswith("cr+")
+
+
+def row_method(row: str) -> str:
+    """The `jal-train` method a row's second stage runs."""
+    row = row if row == "cr" else row.removeprefix("cr+")
+    return ROW_METHOD.get(row, row.split("+")[0])
