@@ -4,25 +4,33 @@
 # printed from every run that finished. Like synthetic_ablation.py it resumes: run it again to finish.
 #   bench/gpu_ablation.sh OUT [LIMIT_S] [synthetic_ablation.py options, e.g. --quick or --rows ...]
 #   ABLATION_SEEDS="0 1 2" (default) picks the seeds, ABLATION_ROWS the rows besides the oracle (in training
-#   order: the most telling first, so a time limit cuts the least).
+#   order: the most telling first, so a time limit cuts the least). '|' splits ABLATION_ROWS into groups that
+#   train side by side, one process per group and seed: rows that start from the same first stage (the
+#   source-only pretraining, or the colour-randomised one of the cr rows) must share a group, or two processes
+#   would train that stage at once.
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: bench/gpu_ablation.sh OUT [LIMIT_S] [synthetic_ablation.py options]" >&2; exit 2; }
 out=$(realpath -m "$1"); limit=${2:-480}; shift; [ $# -ge 1 ] && shift
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 read -r -a seeds <<< "${ABLATION_SEEDS:-0 1 2}"
-# rows in the order they train (the baselines always first); ABLATION_ROWS overrides
-read -r -a rows <<< "${ABLATION_ROWS:-prior source-only adabn jal-wtm jal-wtm+fda jal-wtm+fda+ssl1 jal-wtm+fda+ssl2 jal-wtm+fda+sp+ssl1 jal-wtm+fda+sp+ssl2 jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 jal-wtm+sp+ssl3 cr cr+jal-wtm cr+jal-wtm+sp+ssl1 cr+jal-wtm+sp+ssl2 adaptsegnet jal wtm adaptsegnet+onehot}"
+# row groups in the order they train (the baselines always first); ABLATION_ROWS overrides
+IFS='|' read -r -a groups <<< "${ABLATION_ROWS:-prior source-only adabn jal-wtm jal-wtm+fda jal-wtm+fda+ssl1 jal-wtm+fda+ssl2 jal-wtm+fda+sp+ssl1 jal-wtm+fda+sp+ssl2 jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 jal-wtm+sp+ssl3 adaptsegnet jal wtm adaptsegnet+onehot | cr cr+jal-wtm cr+jal-wtm+sp+ssl1 cr+jal-wtm+sp+ssl2}"
+read -r -a rows <<< "${groups[*]}"
 mkdir -p "$out"
 # the frames and protocol.json once, before the processes share them
 python bench/synthetic_ablation.py --out "$out" "$@" --seeds "${seeds[0]}" --rows prior > "$out/data.log" 2>&1 \
   || { cat "$out/data.log" >&2; exit 1; }
-for seed in "${seeds[@]}"; do  # per seed: the oracle in its own process, every other row in order in another
+for seed in "${seeds[@]}"; do  # per seed: the oracle in its own process, each group of rows in order in another
   timeout "$limit" python bench/synthetic_ablation.py --out "$out" "$@" --seeds "$seed" --rows oracle \
     > "$out/seed$seed-oracle.log" 2>&1 &
-  timeout "$limit" python bench/synthetic_ablation.py --out "$out" "$@" --seeds "$seed" --rows "${rows[@]}" \
-    > "$out/seed$seed.log" 2>&1 &
+  for g in "${!groups[@]}"; do
+    read -r -a group <<< "${groups[$g]}"
+    [ ${#group[@]} -gt 0 ] || continue
+    timeout "$limit" python bench/synthetic_ablation.py --out "$out" "$@" --seeds "$seed" --rows "${group[@]}" \
+      > "$out/seed$seed-group$g.log" 2>&1 &
+  done
 done
 wait
-for seed in "${seeds[@]}"; do grep -h "^seed $seed " "$out/seed$seed.log" "$out/seed$seed-oracle.log"; done
+for seed in "${seeds[@]}"; do grep -h "^seed $seed " "$out/seed$seed"-*.log; done
 python bench/synthetic_ablation.py --out "$out" "$@" --seeds "${seeds[@]}" --rows "${rows[@]}" oracle --report

@@ -9,6 +9,7 @@
 # Each part runs under its own time limit and even if the other failed.
 #   bench/gpu_check.sh                   # on the GPU machine, from anywhere
 #   GPU_CHECK_CPU=1 bench/gpu_check.sh   # the same script with a tiny network on CPU (what CI runs)
+#   GPU_CHECK_TRAIN_LIMIT / GPU_CHECK_RUNTIME_LIMIT (seconds) change the two parts' time limits
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -27,6 +28,7 @@ else
   runtime=(--iters 30 --warmup 5)
   train_limit=180 runtime_limit=260
 fi
+train_limit=${GPU_CHECK_TRAIN_LIMIT:-$train_limit} runtime_limit=${GPU_CHECK_RUNTIME_LIMIT:-$runtime_limit}
 timeout "$train_limit" python -u bench/train_speed.py --preset gta5-cityscapes-r101 --method jal-wtm "${train[@]}" \
   2>&1 | tee "$work/train.log" || echo "train_speed.py failed or ran out of time (exit $?)"
 timeout "$runtime_limit" python -u bench/runtime_gpu.py "${runtime[@]}" --json "$work/runtime.json" \

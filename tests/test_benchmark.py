@@ -84,16 +84,18 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
 
 
 def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
-    env = {**os.environ, "ABLATION_SEEDS": "0 1", "ABLATION_ROWS": "prior source-only adabn"}
-    rows = ["prior", "source-only", "adabn", "oracle"]
+    env = {**os.environ, "ABLATION_SEEDS": "0 1", "ABLATION_ROWS": "prior source-only adabn | cr"}
+    rows = ["prior", "source-only", "adabn", "cr", "oracle"]
     result = subprocess.run(["bash", str(ROOT / "bench/gpu_ablation.sh"), str(tmp_path), "240", "--quick",
                              "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["rows"]) == {*rows, "source-only@source-val"}
-    assert [len(summary["rows"][r]["per_seed"]) for r in rows] == [2, 2, 2, 2]
+    assert set(summary["rows"]) == {*rows, "source-only@source-val", "cr@source-val"}
+    assert [len(summary["rows"][r]["per_seed"]) for r in rows] == [2, 2, 2, 2, 2]
     assert not (tmp_path / "seed0" / "jal-wtm").exists()  # the rows reached every process
-    assert (tmp_path / "seed1-oracle.log").is_file()  # the oracle trained beside the other rows
+    assert (tmp_path / "seed1-oracle.log").is_file()  # the oracle trained beside the other rows ...
+    assert "seed 1 cr " in (tmp_path / "seed1-group1.log").read_text()  # ... and so did each group of rows
+    assert "seed 1 cr " not in (tmp_path / "seed1-group0.log").read_text()
     adabn = json.loads((tmp_path / "seed1" / "adabn" / "config.json").read_text())["model"]
     assert (adabn["bn_mode"], adabn["target_bn_frames"]) == ("train", 200)
     for row in ("source-only", "oracle"):  # baselines continue as pretrained: batch statistics, no target frames

@@ -21,3 +21,39 @@ def test_gpu_check_cpu_mode_prints_one_complete_summary_table(tmp_path):
             "parity on this device"} == set(parts)
     assert parts.count("deploy graph, torch backend") == 4  # fp32 and bf16 at batch 1 and 2
     assert "not measured" not in "\n".join(table) and "failed" not in out
+
+
+def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root, tmp_path):
+    """bench/train_speed.py times R101 with random weights (no ImageNet init is downloaded). Under frozen
+    BatchNorm a fresh network's statistics normalise nothing and its logits explode (a GPU run stopped on a NaN
+    loss at iteration 2); estimated statistics bring them back to the range of a trained network."""
+    import importlib.util
+
+    import torch
+
+    from training.config import resolve
+    from training.engine import Trainer
+    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "bench/train_speed.py")
+    train_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_speed)
+    cfg = resolve("gta5-cityscapes-r101", {
+        "model": {"init_required": "false", "width": 0.25},
+        "data": {"source_root": str(synth_root / "gta5"), "target_root": str(synth_root / "cityscapes"),
+                 "synthetic": False, "source_size": (96, 48), "target_size": (96, 48), "crop": (), "scale": (),
+                 "workers": 0},
+        "optim": {"lr": "0", "lr_wtm": "0"}, "run": {"tensorboard": False, "threads": 1, "device": "cpu"}})
+    trainer = Trainer(cfg, tmp_path, progress=False)
+    x = torch.randn(1, 3, 48, 96, generator=torch.Generator().manual_seed(0))
+
+    def largest_logit():
+        with torch.no_grad():
+            return trainer.model(x)["high"].abs().max().item()
+    fresh = largest_logit()
+    train_speed.calibrate_frozen_batchnorm(trainer)
+    calibrated = largest_logit()
+    assert fresh > 1e3 and calibrated < 100, (fresh, calibrated)
+    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not any(bn.training for bn in bns) and {bn.momentum for bn in bns} == {0.1}  # still frozen
+    for _ in range(3):
+        row = trainer.train_step()
+        assert all(torch.isfinite(torch.tensor(row[k])) for k in ("seg1", "seg2", "adv2"))

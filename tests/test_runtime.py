@@ -89,6 +89,23 @@ def test_torch_program_backend_matches_onnx_runtime(runtime_models):
         Segmenter.from_path(runtime_models["pt2"], device="cpu", precision="fp16")
 
 
+def test_torch_program_exported_on_cpu_runs_on_another_device(runtime_models):
+    """A .pt2 exported on CPU asserts its input's device inside the graph (torch 2.11 on a GPU: "Tensor device
+    mismatch! Expected: cpu, Got: cuda:0"): the program's own metadata must move, not only its weights. The meta
+    device stands in for CUDA, which the test machine lacks."""
+    import torch
+
+    from jal_deploy.backends.torch_backend import program_module
+
+    def devices(module):
+        return {str(n.kwargs["device"]) for n in module.graph.nodes if "device" in n.kwargs}
+    assert devices(torch.export.load(str(runtime_models["pt2"])).module()) == {"cpu"}
+    moved = program_module(torch.export.load(str(runtime_models["pt2"])), "meta")
+    assert devices(moved) == {"meta"}
+    out = moved(torch.zeros(2, 64, 128, 3, dtype=torch.uint8, device="meta"))
+    assert out.device.type == "meta" and tuple(out.shape) == (2, 19, 64, 128)
+
+
 def test_io_binding_gives_the_same_labels(runtime_models):
     plain = OnnxRuntimeBackend(runtime_models["labels"], "cpu", io_binding=False)
     bound = OnnxRuntimeBackend(runtime_models["labels"], "cpu", io_binding=True)

@@ -15,6 +15,15 @@ from .base import PROGRAM_SIDE_MULTIPLE, Backend, BackendError, export_range
 EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.py writes it under this name)
 
 
+def program_module(program, device: str):
+    """The program's module on `device`. A program exported on CPU guards its inputs' device ("Tensor device
+    mismatch! Expected: cpu, Got: cuda:0"): moving the weights is not enough, its device metadata moves too."""
+    if device != "cpu":
+        from torch.export.passes import move_to_device_pass
+        program = move_to_device_pass(program, device)
+    return program.module().to(device)
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -49,7 +58,7 @@ class TorchBackend(Backend):
             raise BackendError(f"{self.path} carries no jal-deploy model metadata ({e}): export it with jal-export")
         if self.info.dynamic:
             self.accepts = dataclasses.replace(export_range(self.info), multiple=PROGRAM_SIDE_MULTIPLE)
-        self.module = program.module().to(self.device)
+        self.module = program_module(program, self.device)
         on_gpu = self.device == "cuda"
         if on_gpu and channels_last:
             # NHWC frames permuted to NCHW are channels-last in memory already; channels-last weights keep
