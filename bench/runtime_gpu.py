@@ -7,8 +7,9 @@ pipeline end to end on a generated street video; then the torch backend's speed 
 
 Two numbers per setting: `backend` FPS includes the host->device copy of the frames and the device->host
 copy of the labels (what an application sees); `graph` FPS runs the module on frames already on the GPU.
-Random weights: speed does not depend on them. Needs torch, OpenCV and this source tree only (no ONNX
-tools, no TensorRT). Results go to --json after every measurement, so a time limit loses only the rest;
+Random weights, their BatchNorm statistics estimated on noise so that activations stay in a trained network's
+range: speed does not depend on them. Needs torch, OpenCV and this source tree only (no ONNX tools, no
+TensorRT). Results go to --json after every measurement, so a time limit loses only the rest;
 `--summary TRAIN_LOG JSON` prints the one table bench/gpu_check.sh ends with.
 
     python bench/runtime_gpu.py                  # on a CUDA machine, from the repository root
@@ -150,6 +151,7 @@ def run(args) -> None:
     from jal_deploy.labels import get_protocol
     from jal_deploy.modelinfo import ModelInfo
     from training.models import build_model
+    from training.models.norm import estimate_statistics
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible to torch (pass --device cpu with a small arch to check the code path)")
@@ -160,7 +162,12 @@ def run(args) -> None:
     proto = get_protocol("19")
     info = ModelInfo(arch=args.arch, class_names=list(proto.class_names), palette=proto.palette.tolist(),
                      input_size=[args.w, args.h], provenance={"weights": "random (speed benchmark)"})
-    net = DeployNet(build_model(args.arch, num_classes=19, width=args.width).eval(), info.mean, info.std)
+    model = build_model(args.arch, num_classes=19, width=args.width).eval()
+    # random weights keep a fresh network's BatchNorm statistics, which normalise nothing: R101's logits reach
+    # ~1e5, past fp16's range, and the fp16/bf16 parity would measure overflow instead of rounding
+    noise = torch.Generator().manual_seed(0)
+    estimate_statistics(model, (torch.randn(2, 3, 128, 256, generator=noise) for _ in range(4)))
+    net = DeployNet(model, info.mean, info.std)
     t = time.perf_counter()
     path = export_program(net, info, tmp / "deploy.pt2")
     print(f"{name}, torch {torch.__version__}; exported {args.arch} deploy graph "

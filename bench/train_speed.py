@@ -21,27 +21,16 @@ from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
 from training.config import parse_set, resolve
 from training.engine import Trainer
+from training.models.norm import estimate_statistics
 
 
 def calibrate_frozen_batchnorm(trainer: Trainer, batches: int = 4) -> None:
-    """Fresh weights under frozen BatchNorm normalise nothing: a new network's running statistics (mean 0,
-    variance 1) let R101's 23-block layer3 amplify activations to ~1e5, and the first step diverges (loss NaN at
-    iteration 2, seen on an H200). Real runs start from an ImageNet init, which carries real statistics; these
-    are estimated on a few source batches instead, so the timed iterations are those of a trainable network."""
-    bns = [m for m in trainer.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    if trainer.cfg.model.bn_mode != "frozen" or not bns:
-        return
-    state = [(bn.training, bn.momentum) for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # a cumulative average over the batches
-        bn.train()
-    with torch.no_grad():
-        for _ in range(batches):
-            trainer.model(next(trainer.source_iter)["image"].to(trainer.device))
-    for bn, (training, momentum) in zip(bns, state):
-        bn.train(training)
-        bn.momentum = momentum
+    """Real runs start from an ImageNet init, which carries real BatchNorm statistics; random weights under frozen
+    BatchNorm have none (a GPU run stopped on a NaN loss at iteration 2), so they are estimated on a few source
+    batches and the timed iterations are those of a network in a trained one's numeric range."""
+    if trainer.cfg.model.bn_mode == "frozen":
+        estimate_statistics(trainer.model, (next(trainer.source_iter)["image"].to(trainer.device)
+                                            for _ in range(batches)))
 
 
 def main() -> None:

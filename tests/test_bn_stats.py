@@ -37,3 +37,29 @@ def test_target_bn_frames_refuses_what_it_cannot_do(synth_root, change, message)
         setattr(cfg.model, key, value)
     with pytest.raises(ConfigError, match=message):
         cfg.validate()
+
+
+@pytest.mark.parametrize("bn_mode", ["frozen", "train"])
+def test_estimated_statistics_bring_a_random_r101_into_range_and_keep_the_bn_policy(bn_mode):
+    """Random weights keep a fresh network's statistics (mean 0, variance 1), which normalise nothing: R101's
+    logits explode past fp16's range. The speed benchmarks estimate statistics first (training.models.norm)."""
+    from training.models import build_model
+    from training.models.norm import apply_bn_mode, estimate_statistics
+    torch.manual_seed(0)
+    model = build_model("deeplabv2-r101", 19, width=0.25, bn_mode=bn_mode).train()
+    apply_bn_mode(model, bn_mode)
+    x = torch.randn(1, 3, 48, 96, generator=torch.Generator().manual_seed(1))
+
+    def largest_logit():
+        with torch.no_grad():
+            return model.eval()(x)["high"].abs().max().item()
+    fresh = largest_logit()
+    model.train()
+    apply_bn_mode(model, bn_mode)
+    modes = [m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    estimate_statistics(model, (torch.randn(2, 3, 48, 96) for _ in range(3)))
+    assert [m.training for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] == modes
+    assert {m.momentum for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {0.1}
+    assert set(modes) == {bn_mode == "train"}
+    estimated = largest_logit()
+    assert fresh > 1e3 and estimated < 100, (fresh, estimated)

@@ -24,9 +24,8 @@ def test_gpu_check_cpu_mode_prints_one_complete_summary_table(tmp_path):
 
 
 def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root, tmp_path):
-    """bench/train_speed.py times R101 with random weights (no ImageNet init is downloaded). Under frozen
-    BatchNorm a fresh network's statistics normalise nothing and its logits explode (a GPU run stopped on a NaN
-    loss at iteration 2); estimated statistics bring them back to the range of a trained network."""
+    """bench/train_speed.py times R101 with random weights (no ImageNet init is downloaded): a GPU run stopped on
+    a NaN loss at iteration 2. With its estimated statistics and a zero step size the timed steps stay finite."""
     import importlib.util
 
     import torch

@@ -11,6 +11,9 @@ implementations). Statistics are a policy:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import torch
 from torch import nn
 
 BN_MODES = ("frozen", "train")
@@ -35,3 +38,22 @@ def apply_bn_mode(module: nn.Module, mode: str) -> None:
         for m in module.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+
+
+def estimate_statistics(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Running BatchNorm statistics as the plain average over `batches`, whatever the BN mode (a model's own
+    train() keeps frozen BN in eval mode, so torch's update_bn would leave them untouched); each BatchNorm's
+    mode and momentum are restored after. For random weights, whose fresh statistics (mean 0, variance 1)
+    normalise nothing: through R101 the logits reach ~1e5, past fp16's range, and training diverges."""
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    state = [(bn.training, bn.momentum) for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average
+        bn.train()
+    with torch.no_grad():
+        for x in batches:
+            module(x)
+    for bn, (training, momentum) in zip(bns, state):
+        bn.train(training)
+        bn.momentum = momentum
