@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from jal_deploy.atomic import stale_temp_files, write_text
@@ -21,6 +20,7 @@ from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, in
 from .evaluate import evaluate
 from .losses import adv_loss, dis_loss, discriminator_maps, seg_loss, upsample
 from .models import Discriminator, build_model
+from .models.norm import estimate_statistics
 from .optim import parameter_groups, sgd_param_groups
 from .resume import ResumeError, read_resumable
 from .runlog import RunLog
@@ -268,7 +268,7 @@ class Trainer:
         running averages that evaluation and export use mix both; re-estimating them on unlabelled target frames
         gives the deployed network the normalisation its target batches had in training."""
         if self.bn_loader is not None and self._bn_at != self.iteration:
-            update_bn((self._to_device(b["image"]) for b in self.bn_loader), self.model)
+            estimate_statistics(self.model, (self._to_device(b["image"]) for b in self.bn_loader))
             self._bn_at = self.iteration
 
     def save(self, name: str) -> Path:

@@ -43,8 +43,9 @@ def apply_bn_mode(module: nn.Module, mode: str) -> None:
 def estimate_statistics(module: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Running BatchNorm statistics as the plain average over `batches`, whatever the BN mode (a model's own
     train() keeps frozen BN in eval mode, so torch's update_bn would leave them untouched); each BatchNorm's
-    mode and momentum are restored after. For random weights, whose fresh statistics (mean 0, variance 1)
-    normalise nothing: through R101 the logits reach ~1e5, past fp16's range, and training diverges."""
+    mode and momentum are restored after. Target statistics (AdaBN) use it, and so do random weights, whose
+    fresh statistics (mean 0, variance 1) normalise nothing: through R101 the logits reach ~1e5, past fp16's
+    range."""
     bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     state = [(bn.training, bn.momentum) for bn in bns]
     for bn in bns:
