@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jal_deploy.atomic import write_text
+
 # Torch backend options measured one by one: name -> TorchBackend keyword arguments.
 OPTIONS = {
     "eager": {"channels_last": False, "cudnn_benchmark": False},
@@ -34,6 +36,9 @@ OPTIONS = {
     "cuda_graphs": {"cuda_graphs": True},
     "compile": {"compile_mode": "default"},  # max-autotune tunes convs for many minutes on R101
 }
+# Options measured at batch 1 only: torch.compile (dynamic=False) compiles R101 again for every batch size,
+# minutes each, inside the runtime part's time limit.
+BATCH_ONE_ONLY = {"compile"}
 
 
 def _sync(torch) -> None:
@@ -63,8 +68,8 @@ class Results:
             self.data[section].append(row)
         else:
             self.data[section] = row
-        if self.path:
-            Path(self.path).write_text(json.dumps(self.data, indent=2))
+        if self.path:  # atomic: a time limit that kills the process mid-write leaves the previous file
+            write_text(self.path, json.dumps(self.data, indent=2))
 
 
 def measure(torch, backend, frames: np.ndarray, dev: str, iters: int, warmup: int) -> dict:
@@ -85,20 +90,26 @@ def speed_rows(torch, path, args, dev, results, precisions, options) -> None:
             try:
                 backend = TorchBackend(path, device=dev, precision=precision, **OPTIONS[option])
             except Exception as e:  # noqa: BLE001 - a failing option is reported, the others go on
-                results.add("speed", {"option": option, "precision": precision, "batch": None, "error": str(e)[:200]})
+                results.add("speed", {"option": option, "precision": precision, "batch": None, "error": _error(e)})
                 continue
-            for b in args.batches:
+            if option in BATCH_ONE_ONLY:
+                print(f"{option} {precision}: compiling for batch 1 (minutes, not timed)...", flush=True)
+            for b in ([1] if option in BATCH_ONE_ONLY else args.batches):
                 frames = np.random.default_rng(0).integers(0, 256, (b, h, w, 3), dtype=np.uint8)
                 row = {"option": option, "precision": precision, "batch": b}
                 try:
                     row.update(measure(torch, backend, frames, dev, args.iters, args.warmup))
                 except Exception as e:  # noqa: BLE001 - out of memory, compile failures...
-                    row["error"] = f"{type(e).__name__}: {str(e)[:200]}"
+                    row["error"] = _error(e)
                 results.add("speed", row)
                 print(_speed_line(row), flush=True)
             backend = None  # free the GPU memory before the next setting
             if dev == "cuda":
                 torch.cuda.empty_cache()
+
+
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e)[:400]}"
 
 
 def _speed_line(row: dict) -> str:
@@ -143,15 +154,30 @@ def end_to_end(path, args, dev, tmp: Path, results) -> None:
           f"inference alone {s.inference_fps:.1f} FPS; ms/frame {row['ms_per_frame']}", flush=True)
 
 
-def run(args) -> None:
+def random_deploy_net(arch: str, width: float, info, batches: int = 4):
+    """The deploy graph of a network with random weights, its BatchNorm statistics estimated on random frames in
+    the graph's own input form (uint8 BGR, normalised inside). A fresh network's statistics normalise nothing:
+    R101's logits reach ~1e5, past fp16's range, and so do statistics estimated on unit-scale noise, since the
+    graph's real input spans +-150 around the mean; the fp16/bf16 parity would then measure overflow, not
+    rounding."""
     import torch
 
     from export.deploy import DeployNet
+    from training.models import build_model
+    from training.models.norm import estimate_statistics
+    net = DeployNet(build_model(arch, num_classes=len(info.class_names), width=width).eval(), info.mean, info.std)
+    noise = torch.Generator().manual_seed(0)
+    estimate_statistics(net, (torch.randint(0, 256, (2, 128, 256, 3), generator=noise, dtype=torch.uint8)
+                              for _ in range(batches)))
+    return net
+
+
+def run(args) -> None:
+    import torch
+
     from export.torch_program import export_program
     from jal_deploy.labels import get_protocol
     from jal_deploy.modelinfo import ModelInfo
-    from training.models import build_model
-    from training.models.norm import estimate_statistics
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible to torch (pass --device cpu with a small arch to check the code path)")
@@ -162,20 +188,23 @@ def run(args) -> None:
     proto = get_protocol("19")
     info = ModelInfo(arch=args.arch, class_names=list(proto.class_names), palette=proto.palette.tolist(),
                      input_size=[args.w, args.h], provenance={"weights": "random (speed benchmark)"})
-    model = build_model(args.arch, num_classes=19, width=args.width).eval()
-    # random weights keep a fresh network's BatchNorm statistics, which normalise nothing: R101's logits reach
-    # ~1e5, past fp16's range, and the fp16/bf16 parity would measure overflow instead of rounding
-    noise = torch.Generator().manual_seed(0)
-    estimate_statistics(model, (torch.randn(2, 3, 128, 256, generator=noise) for _ in range(4)))
-    net = DeployNet(model, info.mean, info.std)
+    net = random_deploy_net(args.arch, args.width, info)
     t = time.perf_counter()
     path = export_program(net, info, tmp / "deploy.pt2")
     print(f"{name}, torch {torch.__version__}; exported {args.arch} deploy graph "
           f"({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M params) in {time.perf_counter() - t:.0f} s",
           flush=True)
     speed_rows(torch, path, args, dev, results, args.precisions, ["default"])
-    parity_rows(torch, path, args, dev, results, args.precisions)
-    end_to_end(path, args, dev, tmp, results)
+    try:
+        parity_rows(torch, path, args, dev, results, args.precisions)
+    except Exception as e:  # noqa: BLE001 - recorded; the parts after it still run
+        results.add("parity", {"error": _error(e)})
+        print(f"parity failed: {_error(e)}", flush=True)
+    try:
+        end_to_end(path, args, dev, tmp, results)
+    except Exception as e:  # noqa: BLE001
+        results.add("end_to_end", {"error": _error(e)})
+        print(f"end to end failed: {_error(e)}", flush=True)
     extra = [o for o in args.options if o != "default"]
     if extra:
         speed_rows(torch, path, args, dev, results, ["fp16" if dev == "cuda" else "fp32"], extra)
@@ -196,7 +225,10 @@ def train_rows(log: Path) -> list[dict]:
 
 
 def summary(train_log: Path, runtime_json: Path) -> str:
-    data = json.loads(runtime_json.read_text()) if runtime_json.is_file() else {}
+    try:
+        data = json.loads(runtime_json.read_text()) if runtime_json.is_file() else {}
+    except json.JSONDecodeError:
+        data = {}
     rows = [("training JAL+WTM", f"{'fp32' if r['amp'] == 'none' else r['amp']}",
              f"{r['it_s']:.2f} it/s, peak {r['peak_gib']} GiB") for r in train_rows(train_log)]
     rows = rows or [("training JAL+WTM", "-", "not measured (see its log above)")]
@@ -205,10 +237,14 @@ def summary(train_log: Path, runtime_json: Path) -> str:
         value = r.get("error") or f"{r['backend_fps']:.1f} FPS ({r['graph_fps']:.1f} graph only)"
         rows.append(("deploy graph, torch backend", setting, value))
     e2e = data.get("end_to_end")
-    rows.append(("jal-segment end to end", f"{e2e['precision']} batch 1" if e2e else "-",
-                 f"{e2e['fps']:.1f} FPS (inference {e2e['inference_fps']:.1f})" if e2e else "not measured"))
+    if e2e and "error" in e2e:
+        rows.append(("jal-segment end to end", "-", e2e["error"]))
+    else:
+        rows.append(("jal-segment end to end", f"{e2e['precision']} batch 1" if e2e else "-",
+                     f"{e2e['fps']:.1f} FPS (inference {e2e['inference_fps']:.1f})" if e2e else "not measured"))
     for r in data.get("parity", []):
-        rows.append(("parity on this device", f"{r['precision']} vs {r['reference']}",
+        rows.append(("parity on this device", "-", r["error"]) if "error" in r else
+                    ("parity on this device", f"{r['precision']} vs {r['reference']}",
                      f"argmax agreement {r['argmax_agreement']:.3f} %"))
     if not data.get("parity"):
         rows.append(("parity on this device", "-", "not measured"))

@@ -2,7 +2,7 @@
 """Training speed and peak memory of the real JAL+WTM iteration (Trainer.train_step) at the paper's sizes.
 
 Generates a few synthetic frames at the preset's sizes, then times `--iters` iterations after `--warmup`,
-for each requested AMP mode, and prints a table. The weights are random (no ImageNet init is downloaded), so
+for each requested AMP mode, and prints a table row as soon as each is measured. The weights are random (no ImageNet init is downloaded), so
 the segmentation network's BatchNorm statistics are estimated on a few frames and its step size is zero: the
 timed iterations do all the work of a real one and stay finite. On a GPU: R101 at 1280x720 source (cropped 1024x512) and
 1024x512 target. On CPU use a small arch to check the code path, e.g.
@@ -54,7 +54,10 @@ def main() -> None:
     print(f"generated 18 frames at {w}x{h} in {time.perf_counter() - t0:.0f} s", flush=True)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device visible to torch: pass --device cpu (and a small arch) to check the code path")
-    rows = []
+    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({cpu_summary()})"
+    print(f"\n{args.preset} / {args.method} on {device}: source {probe.data.source_size} crop {probe.data.crop}, "
+          f"target {probe.data.target_size}, batch {probe.data.batch_size}")
+    print(f"{'amp':6s} {'it/s':>7s} {'s/it':>7s} {'peak GiB':>9s}", flush=True)
     for amp in args.amp:
         overrides = parse_set(args.sets)
         overrides.setdefault("model", {})["init_required"] = "false"
@@ -87,16 +90,10 @@ def main() -> None:
             torch.cuda.synchronize()
         dt = (time.perf_counter() - start) / args.iters
         peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-        rows.append((amp, 1 / dt, dt, peak))
+        print(f"{amp:6s} {1 / dt:7.2f} {dt:7.3f} {peak:9.2f}", flush=True)  # now: a time limit keeps this row
         del trainer
         if args.device == "cuda":
             torch.cuda.empty_cache()
-    device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU ({cpu_summary()})"
-    print(f"\n{args.preset} / {args.method} on {device}: source {cfg.data.source_size} crop {cfg.data.crop}, "
-          f"target {cfg.data.target_size}, batch {cfg.data.batch_size}")
-    print(f"{'amp':6s} {'it/s':>7s} {'s/it':>7s} {'peak GiB':>9s}")
-    for amp, ips, dt, peak in rows:
-        print(f"{amp:6s} {ips:7.2f} {dt:7.3f} {peak:9.2f}")
 
 
 if __name__ == "__main__":

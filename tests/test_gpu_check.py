@@ -56,3 +56,33 @@ def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root,
     for _ in range(3):
         row = trainer.train_step()
         assert all(torch.isfinite(torch.tensor(row[k])) for k in ("seg1", "seg2", "adv2"))
+
+
+def test_runtime_gpu_random_r101_stays_in_fp16_range_on_real_frame_values():
+    """runtime_gpu.py's random R101 must give logits a trained network would: its fp16 parity otherwise measures
+    overflow (fp16 ends at 65504). The statistics come from frames in the graph's own input form (uint8,
+    normalised inside, values +-150 around the mean); estimated on unit-scale noise they leave the logits at
+    ~5e4 for this small R101 and ~5e5 at full width."""
+    import importlib.util
+
+    import torch
+
+    from jal_deploy.labels import get_protocol
+    from jal_deploy.modelinfo import ModelInfo
+    from training.models.norm import estimate_statistics
+    spec = importlib.util.spec_from_file_location("runtime_gpu", ROOT / "bench/runtime_gpu.py")
+    runtime_gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runtime_gpu)
+    proto = get_protocol("19")
+    info = ModelInfo(arch="deeplabv2-r101", class_names=list(proto.class_names), palette=proto.palette.tolist(),
+                     input_size=[128, 64])
+    net = runtime_gpu.random_deploy_net("deeplabv2-r101", 0.125, info)
+    net.output = "logits"
+    frames = torch.randint(0, 256, (1, 64, 128, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(5))
+
+    def largest_logit():
+        with torch.no_grad():
+            return net(frames).abs().max().item()
+    assert largest_logit() < 100
+    estimate_statistics(net.encoder, (torch.randn(2, 3, 128, 256) for _ in range(4)))  # unit-scale noise
+    assert largest_logit() > 1e3

@@ -106,6 +106,23 @@ def test_torch_program_exported_on_cpu_runs_on_another_device(runtime_models):
     assert out.device.type == "meta" and tuple(out.shape) == (2, 19, 64, 128)
 
 
+def test_torch_backend_reports_shape_errors_as_such_and_other_errors_unchanged(runtime_models):
+    """A frame outside the exported range is a shape error naming the range; a failure inside the program for a
+    frame it accepts (out of GPU memory, a compile failure) keeps its own type and message."""
+    from jal_deploy.backends.torch_backend import TorchBackend
+    backend = TorchBackend(runtime_models["pt2"], device="cpu")
+    with pytest.raises(BackendError, match=r"rejected an input of shape \(1, 16, 128, 3\) uint8 .*height 32-4096"):
+        backend(np.zeros((1, 16, 128, 3), np.uint8))
+    with pytest.raises(BackendError, match=r"rejected an input of shape \(1, 3, 64, 128\) float32"):
+        backend(np.zeros((1, 3, 64, 128), np.float32))
+
+    def out_of_memory(x):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    backend.module = out_of_memory
+    with pytest.raises(RuntimeError, match="^CUDA out of memory"):
+        backend(np.zeros((1, 64, 128, 3), np.uint8))
+
+
 def test_io_binding_gives_the_same_labels(runtime_models):
     plain = OnnxRuntimeBackend(runtime_models["labels"], "cpu", io_binding=False)
     bound = OnnxRuntimeBackend(runtime_models["labels"], "cpu", io_binding=True)

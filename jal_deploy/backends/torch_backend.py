@@ -17,7 +17,12 @@ EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.
 
 def program_module(program, device: str):
     """The program's module on `device`. A program exported on CPU guards its inputs' device ("Tensor device
-    mismatch! Expected: cpu, Got: cuda:0"): moving the weights is not enough, its device metadata moves too."""
+    mismatch! Expected: cpu, Got: cuda:0"): moving the weights is not enough, its device metadata moves too.
+    The device is written with its index (`cuda:0`, not `cuda`): torch.compile checks those guards on fake
+    tensors and compares the device strictly."""
+    if device == "cuda":
+        import torch
+        device = f"cuda:{torch.cuda.current_device()}"
     if device != "cpu":
         from torch.export.passes import move_to_device_pass
         program = move_to_device_pass(program, device)
@@ -83,11 +88,23 @@ class TorchBackend(Backend):
         try:
             with torch.inference_mode(), self._autocast():
                 out = self.module(x) if self.graphs is None else self._replay(x)
-        except Exception as e:  # torch.export guards (batch/size outside the declared range) raise here
-            raise self.shape_error(batch, e) from None
+        except Exception as e:
+            # torch.export's guards raise here for a batch or size outside the declared range; anything else
+            # (out of memory, a compile or CUDA-graph failure) is not about the shape and keeps its own message
+            if not self._fits(batch):
+                raise self.shape_error(batch, e) from None
+            raise
         if out.is_floating_point():
             out = out.float()
         return out.cpu().numpy()
+
+    def _fits(self, batch: np.ndarray) -> bool:
+        """Whether `batch` has the rank, dtype and a shape inside the range the program was exported for."""
+        nhwc = self.info.input_format == "uint8_bgr_nhwc"
+        if batch.ndim != 4 or batch.dtype != (np.uint8 if nhwc else np.float32):
+            return False
+        b, h, w = batch.shape[:3] if nhwc else (batch.shape[0], *batch.shape[2:])
+        return self.input_range().contains(b, h, w)
 
     def _replay(self, x):
         """Run through a CUDA graph captured for this input shape: one launch instead of hundreds of kernels,
