@@ -263,8 +263,9 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         pre_method, pre_dir, data_options = pretraining(row)
         pre = merge_overrides(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
                                      "data": data_options,
+                            # a checkpoint at every evaluation: a long pretraining that is stopped resumes there
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
-                                    "save_every": p.pretrain_iters}})
+                                    "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
         if train(pre_dir, pre, p.preset, report_only) is None:
             continue
         run_dir = out / f"seed{seed}" / row

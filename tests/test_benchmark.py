@@ -63,6 +63,8 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
         assert f"\n{row} " in first.stdout and 0 <= summary["rows"][row]["mean"] <= 100
     assert "gap closed" in first.stdout and ("AVX2" in first.stdout or "instruction sets unknown" in first.stdout)
     assert (tmp_path / "seed0" / "pretrain-oracle" / "result.json").is_file()
+    # a pretraining keeps a checkpoint at each evaluation to resume from, only the newest
+    assert [p.name for p in (tmp_path / "seed0" / "pretrain" / "checkpoints").glob("iter_*.pth")] == ["iter_0000003.pth"]
     # label-free selection: each criterion's pick scored, judged against last and the best by labels
     picks = summary["per_seed"]["0"]["selection"]
     assert set(picks["jal-wtm"]) == {"snapshots", "d-prob", "d-ref", "entropy", "last", "best-by-labels"}
