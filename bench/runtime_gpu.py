@@ -195,16 +195,13 @@ def run(args) -> None:
           f"({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M params) in {time.perf_counter() - t:.0f} s",
           flush=True)
     speed_rows(torch, path, args, dev, results, args.precisions, ["default"])
-    try:
-        parity_rows(torch, path, args, dev, results, args.precisions)
-    except Exception as e:  # noqa: BLE001 - recorded; the parts after it still run
-        results.add("parity", {"error": _error(e)})
-        print(f"parity failed: {_error(e)}", flush=True)
-    try:
-        end_to_end(path, args, dev, tmp, results)
-    except Exception as e:  # noqa: BLE001
-        results.add("end_to_end", {"error": _error(e)})
-        print(f"end to end failed: {_error(e)}", flush=True)
+    for section, part in (("parity", lambda: parity_rows(torch, path, args, dev, results, args.precisions)),
+                          ("end_to_end", lambda: end_to_end(path, args, dev, tmp, results))):
+        try:
+            part()
+        except Exception as e:  # noqa: BLE001 - recorded as the section's row; the parts after it still run
+            results.add(section, {"error": _error(e)})
+            print(f"{section} failed: {_error(e)}", flush=True)
     extra = [o for o in args.options if o != "default"]
     if extra:
         speed_rows(torch, path, args, dev, results, ["fp16" if dev == "cuda" else "fp32"], extra)

@@ -2,10 +2,11 @@
 """Training speed and peak memory of the real JAL+WTM iteration (Trainer.train_step) at the paper's sizes.
 
 Generates a few synthetic frames at the preset's sizes, then times `--iters` iterations after `--warmup`,
-for each requested AMP mode, and prints a table row as soon as each is measured. The weights are random (no ImageNet init is downloaded), so
-the segmentation network's BatchNorm statistics are estimated on a few frames and its step size is zero: the
-timed iterations do all the work of a real one and stay finite. On a GPU: R101 at 1280x720 source (cropped 1024x512) and
-1024x512 target. On CPU use a small arch to check the code path, e.g.
+for each requested AMP mode, and prints each table row as soon as it is measured. The weights are random (no
+ImageNet init is downloaded), so the segmentation network's BatchNorm statistics are estimated on a few
+frames and its step size is zero: the timed iterations do all the work of a real one and stay finite. On a
+GPU: R101 at 1280x720 source (cropped 1024x512) and 1024x512 target. On CPU use a small arch to check the
+code path, e.g.
     python bench/train_speed.py --device cpu --set model.arch=deeplabv2-r18 model.width=0.25 --iters 2
 """
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main() -> None:
             torch.cuda.synchronize()
         dt = (time.perf_counter() - start) / args.iters
         peak = torch.cuda.max_memory_allocated() / 2**30 if args.device == "cuda" else float("nan")
-        print(f"{amp:6s} {1 / dt:7.2f} {dt:7.3f} {peak:9.2f}", flush=True)  # now: a time limit keeps this row
+        print(f"{amp:6s} {1 / dt:7.2f} {dt:7.3f} {peak:9.2f}", flush=True)  # a time limit keeps the rows printed
         del trainer
         if args.device == "cuda":
             torch.cuda.empty_cache()

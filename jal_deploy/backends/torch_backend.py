@@ -10,7 +10,7 @@ import numpy as np
 
 from jal_deploy.modelinfo import ModelInfo, ModelInfoError
 
-from .base import PROGRAM_SIDE_MULTIPLE, Backend, BackendError, export_range
+from .base import PROGRAM_SIDE_MULTIPLE, Backend, BackendError, batch_hw, export_range
 
 EXTRA_FILE = "model_info.json"  # ModelInfo inside a .pt2 (export/torch_program.py writes it under this name)
 
@@ -100,11 +100,9 @@ class TorchBackend(Backend):
 
     def _fits(self, batch: np.ndarray) -> bool:
         """Whether `batch` has the rank, dtype and a shape inside the range the program was exported for."""
-        nhwc = self.info.input_format == "uint8_bgr_nhwc"
-        if batch.ndim != 4 or batch.dtype != (np.uint8 if nhwc else np.float32):
-            return False
-        b, h, w = batch.shape[:3] if nhwc else (batch.shape[0], *batch.shape[2:])
-        return self.input_range().contains(b, h, w)
+        dtype = np.uint8 if self.info.input_format == "uint8_bgr_nhwc" else np.float32
+        return (batch.ndim == 4 and batch.dtype == dtype
+                and self.input_range().contains(*batch_hw(self.info, batch.shape)))
 
     def _replay(self, x):
         """Run through a CUDA graph captured for this input shape: one launch instead of hundreds of kernels,
