@@ -10,7 +10,11 @@
   frame's outlier does not widen a tensor's range for all; on an adapted width-0.375 R18 the argmax agreement
   with fp32 rose from 94.1 % to 97.5 %, and it was as good or better on every model tried),
   `quant_pre_process` first, and the final Resize/ArgMax kept in float (quantising the Resize creates
-  argmax ties).
+  argmax ties). Weights use 7 bits (`reduce_range`): x86 CPUs without VNNI multiply uint8 x int8 with
+  VPMADDUBSW, whose int16 sum of two products saturates above 32767 (255 * 127 * 2 = 64770); with weights in
+  [-64, 64] no pair can saturate (255 * 64 * 2 = 32640), so AVX2, AVX-512 VNNI and AMX machines compute the
+  same integer convolutions. Cost on the shipped adapted model: argmax agreement with fp32 97.9 % -> 96.5 %,
+  mIoU unchanged, same speed.
 - int8 for TensorRT (`to_int8_tensorrt`): TensorRT's parser accepts only symmetric int8 Q/DQ without int32
   bias dequantisation, so it gets its own Q/DQ model: int8 symmetric activations and weights, float biases.
 """
@@ -76,7 +80,7 @@ def to_int8(src: str | Path, dst: str | Path, info: ModelInfo, calibration: list
     """Q/DQ model for ONNX Runtime on CPU: uint8 asymmetric activations (fast on x86), per-channel int8
     weights; TensorRT cannot read it (see `to_int8_tensorrt`)."""
     from onnxruntime.quantization import QuantType
-    return _quantize(src, dst, info, calibration, QuantType.QUInt8, {})
+    return _quantize(src, dst, info, calibration, QuantType.QUInt8, {}, reduce_range=True)
 
 
 # TensorRT reads only symmetric int8 Q/DQ (zero point 0) and no int32 DequantizeLinear (quantised biases):
@@ -93,7 +97,8 @@ def to_int8_tensorrt(src: str | Path, dst: str | Path, info: ModelInfo, calibrat
     return _quantize(src, dst, info, calibration, QuantType.QInt8, TENSORRT_QDQ)
 
 
-def _quantize(src, dst, info: ModelInfo, calibration, activation_type, extra_options: dict) -> Path:
+def _quantize(src, dst, info: ModelInfo, calibration, activation_type, extra_options: dict,
+              reduce_range: bool = False) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -108,7 +113,8 @@ def _quantize(src, dst, info: ModelInfo, calibration, activation_type, extra_opt
         quantize_static(str(pre), str(out), _Frames(info.input_name, calibration), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activation_type, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=keep_float,
-                        op_types_to_quantize=["Conv"], extra_options={**CALIBRATION, **extra_options})
+                        op_types_to_quantize=["Conv"], reduce_range=reduce_range,
+                        extra_options={**CALIBRATION, **extra_options})
         quantized = onnx.load(str(out))
     set_metadata(quantized, _with_precision(info, "int8"))
     onnx.checker.check_model(quantized)
