@@ -11,7 +11,9 @@ ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
 # `cr`: the same stages on a source pretraining with colour randomisation (every labelled image under a random
 # 1x1 colour matrix, unblended: data.rand_conv with kernels [1] and no mixing), kept on the source stream in every
 # later stage; `cr` alone is that pretraining plus target statistics, as `adabn` is for the plain one
-CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2")
+# `+flip`: pseudo labels from the softmax averaged over each image and its mirror image (`self-train --flip`)
+CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2", "cr+jal-wtm+sp+flip+ssl1",
+           "cr+jal-wtm+sp+flip+ssl2")
 CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS)
@@ -32,3 +34,14 @@ def row_method(row: str) -> str:
     """The `jal-train` method a row's second stage runs."""
     row = row if row == "cr" else row.removeprefix("cr+")
     return ROW_METHOD.get(row, row.split("+")[0])
+
+
+def self_training_stages(row: str) -> tuple[str, str, int, bool, bool]:
+    """A `...+ssl<k>` row as (its rounds' stem, the adapted row the rounds start from, k, spatial prior, flip):
+    `cr+jal-wtm+sp+flip+ssl2` is round 2 from `cr+jal-wtm`, with spatial priors and flip-averaged pseudo labels."""
+    stem, rounds = row.rsplit("+ssl", 1)
+    options = stem
+    flip = options.endswith("+flip")
+    options = options.removesuffix("+flip")
+    spatial_prior = options.endswith("+sp")
+    return stem, options.removesuffix("+sp"), int(rounds), spatial_prior, flip

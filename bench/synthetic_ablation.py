@@ -62,7 +62,8 @@ from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
 from training.self_training import self_train
 
 # bench/, next to this script
-from ablation_rows import ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method
+from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method,
+                           self_training_stages)
 from ablation_tables import pseudo_line, selection_table, table
 
 
@@ -185,14 +186,14 @@ def _wtm_drift(model) -> dict:
 
 
 def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, overrides: dict, preset: str,
-                  report_only: bool, spatial_prior: bool = False) -> dict | None:
+                  report_only: bool, pseudo: PseudoLabelOptions) -> dict | None:
     """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
     +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
     labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
     def produce() -> dict:
         start = time.perf_counter()
         summaries = self_train(adapted, rounds_dir, rounds, preset, overrides,
-                               PseudoLabelOptions(spatial_prior=spatial_prior), progress=False, log=lambda *_: None)
+                               pseudo, progress=False, log=lambda *_: None)
         train_dir = rounds_dir / f"round{rounds}" / "train"
         model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
         return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start, "status": "finished",
@@ -271,13 +272,12 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         run_dir = out / f"seed{seed}" / row
         ov = second_stage(row)
         if "+ssl" in row:
-            stem, rounds = row.rsplit("+ssl", 1)
-            adapted = stem.removesuffix("+sp")
+            stem, adapted, rounds, spatial_prior, flip = self_training_stages(row)
             if train(out / f"seed{seed}" / adapted, second_stage(adapted), p.preset, report_only) is None:
                 continue
-            res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", int(rounds),
+            res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", rounds,
                                 out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
-                                spatial_prior=stem != adapted)
+                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip))
             snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)

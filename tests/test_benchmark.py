@@ -108,7 +108,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
-            "cr", "cr+jal-wtm+sp+ssl1", "oracle"]
+            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -146,10 +146,31 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     cr = json.loads((seed / "cr+jal-wtm+sp+ssl" / "round1" / "round.json").read_text())
     assert cr["pseudo_from"].endswith("seed0/cr+jal-wtm/checkpoints/last.pth")
     assert "seed 0 cr+jal-wtm+sp+ssl1 target mIoU" in result.stdout
+    # +flip: the same adapted model, its own rounds, pseudo labels averaged with the mirror image's
+    flipped = json.loads((seed / "cr+jal-wtm+sp+flip+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    unflipped = json.loads((seed / "cr+jal-wtm+sp+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    assert flipped["settings"]["flip"] is True and unflipped["settings"]["flip"] is False
+    assert flipped["settings"]["spatial_prior"] is True
+    assert flipped["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
+    assert "seed 0 cr+jal-wtm+sp+flip+ssl1 target mIoU" in result.stdout
     # the colour-randomised pretraining is also scored on the held-out source frames, as source-only is
     rows_out = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert 0 <= rows_out["cr@source-val"]["mean"] <= 100 and "\ncr@source-val " in result.stdout
     assert json.loads((seed / "pretrain-cr" / "source_val.json").read_text()) == rows_out["cr@source-val"]["mean"]
+
+
+def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ablation_rows", ROOT / "bench/ablation_rows.py")
+    rows = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rows)
+    ROWS, self_training_stages = rows.ROWS, rows.self_training_stages
+    assert self_training_stages("cr+jal-wtm+sp+flip+ssl2") == ("cr+jal-wtm+sp+flip", "cr+jal-wtm", 2, True, True)
+    assert self_training_stages("jal-wtm+fda+sp+ssl1") == ("jal-wtm+fda+sp", "jal-wtm+fda", 1, True, False)
+    assert self_training_stages("jal-wtm+fda+ssl2") == ("jal-wtm+fda", "jal-wtm+fda", 2, False, False)
+    for row in ROWS:  # every self-training row starts from a row of the table
+        if "+ssl" in row:
+            assert self_training_stages(row)[1] in ROWS, row
 
 
 def _label_statistics():
