@@ -40,8 +40,5 @@ def self_training_stages(row: str) -> tuple[str, str, int, bool, bool]:
     """A `...+ssl<k>` row as (its rounds' stem, the adapted row the rounds start from, k, spatial prior, flip):
     `cr+jal-wtm+sp+flip+ssl2` is round 2 from `cr+jal-wtm`, with spatial priors and flip-averaged pseudo labels."""
     stem, rounds = row.rsplit("+ssl", 1)
-    options = stem
-    flip = options.endswith("+flip")
-    options = options.removesuffix("+flip")
-    spatial_prior = options.endswith("+sp")
-    return stem, options.removesuffix("+sp"), int(rounds), spatial_prior, flip
+    options = stem.removesuffix("+flip")
+    return stem, options.removesuffix("+sp"), int(rounds), options.endswith("+sp"), stem.endswith("+flip")

@@ -77,8 +77,9 @@ class _Frames:
 
 
 def to_int8(src: str | Path, dst: str | Path, info: ModelInfo, calibration: list[np.ndarray]) -> Path:
-    """Q/DQ model for ONNX Runtime on CPU: uint8 asymmetric activations (fast on x86), per-channel int8
-    weights; TensorRT cannot read it (see `to_int8_tensorrt`)."""
+    """Q/DQ model for ONNX Runtime on CPU: uint8 asymmetric activations (fast on x86), per-channel 7-bit
+    int8 weights (no saturation on any x86 CPU, module docstring); TensorRT cannot read it (see
+    `to_int8_tensorrt`)."""
     from onnxruntime.quantization import QuantType
     return _quantize(src, dst, info, calibration, QuantType.QUInt8, {}, reduce_range=True)
 
