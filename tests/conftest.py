@@ -1,7 +1,22 @@
 """Shared fixtures: a small synthetic benchmark generated once per test session by the project itself."""
+import importlib.util
+from pathlib import Path
+
 import pytest
 
 from jal_deploy.synth import generate
+
+
+@pytest.fixture(scope="session")
+def bench_module():
+    """Import a script of bench/ by name (bench/ is scripts, not a package): `bench_module("runtime_gpu")`."""
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 @pytest.fixture(scope="session")

@@ -159,11 +159,8 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert json.loads((seed / "pretrain-cr" / "source_val.json").read_text()) == rows_out["cr@source-val"]["mean"]
 
 
-def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ablation_rows", ROOT / "bench/ablation_rows.py")
-    rows = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(rows)
+def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(bench_module):
+    rows = bench_module("ablation_rows")
     ROWS, self_training_stages = rows.ROWS, rows.self_training_stages
     assert self_training_stages("cr+jal-wtm+sp+flip+ssl2") == ("cr+jal-wtm+sp+flip", "cr+jal-wtm", 2, True, True)
     assert self_training_stages("jal-wtm+fda+sp+ssl1") == ("jal-wtm+fda+sp", "jal-wtm+fda", 1, True, False)
@@ -173,16 +170,8 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options():
             assert self_training_stages(row)[1] in ROWS, row
 
 
-def _label_statistics():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("label_statistics", ROOT / "bench/label_statistics.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides():
-    ls = _label_statistics()
+def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides(bench_module):
+    ls = bench_module("label_statistics")
     src = np.zeros((3, 4, 2))
     src[0, 2:] = 1          # class 0 at the bottom, class 1 at the top: equal shares
     src[1, :2] = 1
@@ -207,7 +196,7 @@ def test_label_statistics_script_reports_every_swap_of_a_generation(synth_root):
         assert len([n for n in numbers[2:] if n != "/"]) == 4  # shares of road, sidewalk, building, vegetation
 
 
-def test_label_statistics_place_a_models_predictions_and_its_confidence(synth_root, tmp_path):
+def test_label_statistics_place_a_models_predictions_and_its_confidence(synth_root, tmp_path, bench_module):
     import torch
     from tests.test_training import tiny_cfg
     from training.checkpoints import load_trained
@@ -217,7 +206,7 @@ def test_label_statistics_place_a_models_predictions_and_its_confidence(synth_ro
     from training.losses import upsample
     Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=1), tmp_path / "run", progress=False).run()
     ckpt = tmp_path / "run" / "checkpoints" / "last.pth"
-    ls = _label_statistics()
+    ls = bench_module("label_statistics")
     counts, h_target, h_source = ls.predictions(ckpt, synth_root, limit=3)
     w, h = ls.GRID
     assert counts.shape == (19, h, w) and counts.sum() == 3 * w * h  # every position of 3 images, once

@@ -23,18 +23,14 @@ def test_gpu_check_cpu_mode_prints_one_complete_summary_table(tmp_path):
     assert "not measured" not in "\n".join(table) and "failed" not in out
 
 
-def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root, tmp_path):
+def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root, tmp_path, bench_module):
     """bench/train_speed.py times R101 with random weights (no ImageNet init is downloaded): a GPU run stopped on
     a NaN loss at iteration 2. With its estimated statistics and a zero step size the timed steps stay finite."""
-    import importlib.util
-
     import torch
 
     from training.config import resolve
     from training.engine import Trainer
-    spec = importlib.util.spec_from_file_location("train_speed", ROOT / "bench/train_speed.py")
-    train_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(train_speed)
+    train_speed = bench_module("train_speed")
     cfg = resolve("gta5-cityscapes-r101", {
         "model": {"init_required": "false", "width": 0.25},
         "data": {"source_root": str(synth_root / "gta5"), "target_root": str(synth_root / "cityscapes"),
@@ -58,21 +54,17 @@ def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root,
         assert all(torch.isfinite(torch.tensor(row[k])) for k in ("seg1", "seg2", "adv2"))
 
 
-def test_runtime_gpu_random_r101_stays_in_fp16_range_on_real_frame_values():
+def test_runtime_gpu_random_r101_stays_in_fp16_range_on_real_frame_values(bench_module):
     """runtime_gpu.py's random R101 must give logits a trained network would: its fp16 parity otherwise measures
     overflow (fp16 ends at 65504). The statistics come from frames in the graph's own input form (uint8,
     normalised inside, values +-150 around the mean); estimated on unit-scale noise they leave the logits at
     ~5e4 for this small R101 and ~5e5 at full width."""
-    import importlib.util
-
     import torch
 
     from jal_deploy.labels import get_protocol
     from jal_deploy.modelinfo import ModelInfo
     from training.models.norm import estimate_statistics
-    spec = importlib.util.spec_from_file_location("runtime_gpu", ROOT / "bench/runtime_gpu.py")
-    runtime_gpu = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runtime_gpu)
+    runtime_gpu = bench_module("runtime_gpu")
     proto = get_protocol("19")
     info = ModelInfo(arch="deeplabv2-r101", class_names=list(proto.class_names), palette=proto.palette.tolist(),
                      input_size=[128, 64])
