@@ -1,9 +1,11 @@
 """jal-train: every Table-4 mode, exact resume, divergence guard, Ctrl-C, config errors."""
 import csv
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -210,7 +212,7 @@ def test_damaged_last_checkpoint_names_the_newest_readable_snapshot_and_resume_f
     damaged = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--resume"))
     assert damaged.exit_code == 1 and "last.pth is not a readable PyTorch checkpoint" in damaged.output
     assert "newest readable snapshot is checkpoints/iter_0000001.pth (iteration 1)" in damaged.output
-    assert f"--resume-from checkpoints/iter_0000001.pth" in damaged.output
+    assert "--resume-from checkpoints/iter_0000001.pth" in damaged.output
     resumed = runner.invoke(train_main, tiny_cli_args(synth_root, out, "--resume-from",
                                                       "checkpoints/iter_0000001.pth"))
     assert resumed.exit_code == 0 and "Finished at iteration 2" in resumed.output, resumed.output  # the saved stop
@@ -230,6 +232,37 @@ def test_loader_workers_can_start_by_spawn_as_on_cuda(synth_root, tmp_path):
     cfg.data.worker_start = "thread"
     with pytest.raises(ConfigError, match="worker_start"):
         cfg.validate()
+
+
+FORKED_RUN = """
+import sys
+from pathlib import Path
+import cv2, numpy as np
+from tests.test_training import tiny_cfg
+from training.engine import Trainer
+cv2.resize(np.ones((1500, 3000, 3), np.float32), (1000, 500))  # OpenCV's thread pool is up in the parent
+cfg = tiny_cfg(Path(sys.argv[1]), "adaptsegnet", iters=2)
+cfg.data.workers, cfg.data.worker_start = 1, "fork"
+trainer = Trainer(cfg.validate(), Path(sys.argv[2]), progress=False)
+assert [type(w).__name__ for w in trainer.source_iter._workers] == ["ForkProcess"]
+print(trainer.run()["status"])
+"""
+
+
+def test_forked_loader_workers_start_after_the_parent_used_opencv_threads(synth_root, tmp_path):
+    """A forked worker must not resize the OpenCV thread pool it copied from a parent that has used it: that
+    waits forever (a second run in one process, or self-training after pseudo labels, on CPU with
+    data.workers > 0). Run in a child process with a time limit, so that a hang fails instead of stalling."""
+    child = subprocess.Popen([sys.executable, "-c", FORKED_RUN, str(synth_root), str(tmp_path / "run")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                             cwd=Path(__file__).parents[1])
+    try:
+        out, _ = child.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # the stuck worker too
+        child.communicate()
+        pytest.fail("a forked loader worker hung in its set-up")
+    assert child.returncode == 0 and out.strip().endswith("finished"), out
 
 
 def test_onehot_discriminator_input_hides_confidence_but_passes_the_softmax_gradient():

@@ -115,10 +115,14 @@ def _random_crop(image, label, crop, rng, mean):
     return image[y:y + ch, x:x + cw], None if label is None else label[y:y + ch, x:x + cw]
 
 
-def worker_init(_: int) -> None:
-    """One OpenCV thread per loader worker: workers are processes already, and oversubscribed thread pools
-    on a small CPU slow training down many times over."""
-    cv2.setNumThreads(1)
+def worker_init(_: int, forked: bool = False) -> None:
+    """One OpenCV thread per started (spawn / forkserver) loader worker: workers are processes already, and
+    oversubscribed thread pools on a small CPU slow training down many times over. A forked worker keeps the
+    parent's setting: its OpenCV thread pool is a copy of the parent's, and resizing that copy
+    (cv2.setNumThreads) waits forever on pool threads that exist only in the parent, once the parent has run a
+    parallel OpenCV call (a second run in one process, self-training after its pseudo labels)."""
+    if not forked:
+        cv2.setNumThreads(1)
 
 
 class InfiniteSampler(Sampler[int]):

@@ -6,7 +6,9 @@ The streams are infinite and start at `start` draws, so a resumed run continues 
 """
 from __future__ import annotations
 
+import multiprocessing
 from dataclasses import dataclass
+from functools import partial
 from typing import Iterator
 
 from torch.utils.data import DataLoader
@@ -87,8 +89,9 @@ class _Loaders:
         d = self.d
         sampler = InfiniteSampler(len(dataset), seed=seed, start=self.start, rank=self.env.rank, world=self.env.world)
         method = d.worker_start if d.worker_start != "auto" else "spawn" if self.device_type == "cuda" else None
+        forked = multiprocessing.get_context(method).get_start_method() == "fork"
         loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
-                            pin_memory=self.device_type == "cuda", drop_last=True,
-                            persistent_workers=d.workers > 0, worker_init_fn=worker_init,
+                            pin_memory=self.device_type == "cuda", drop_last=True, persistent_workers=d.workers > 0,
+                            worker_init_fn=partial(worker_init, forked=forked),
                             multiprocessing_context=method if d.workers > 0 else None)
         return iter(loader)
