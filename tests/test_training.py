@@ -229,6 +229,11 @@ def test_loader_workers_can_start_by_spawn_as_on_cuda(synth_root, tmp_path):
     trainer = Trainer(cfg.validate(), tmp_path / "run", progress=False)
     assert [type(w).__name__ for w in trainer.source_iter._workers] == ["SpawnProcess"]
     assert trainer.run()["status"] == "finished"
+    # the evaluation loader starts its workers the same way, once for the run (they persist between evaluations)
+    evaluation = trainer.val_loader._iterator
+    assert [type(w).__name__ for w in evaluation._workers] == ["SpawnProcess"]
+    trainer.evaluate()
+    assert trainer.val_loader._iterator is evaluation
     cfg.data.worker_start = "thread"
     with pytest.raises(ConfigError, match="worker_start"):
         cfg.validate()

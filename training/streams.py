@@ -63,8 +63,8 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
         frames = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
                                      list_file=d.target_list or None, augment=Augment(size=tuple(d.target_size) or None),
                                      limit=cfg.model.target_bn_frames, cache=d.cache)
-        bn = DataLoader(frames, batch_size=d.batch_size, num_workers=min(d.workers, 2))
-    return Streams(labelled_stream, target, DataLoader(val, batch_size=1, num_workers=min(d.workers, 2)), bn)
+        bn = DataLoader(frames, batch_size=d.batch_size, **loader.workers(min(d.workers, 2)))
+    return Streams(labelled_stream, target, DataLoader(val, batch_size=1, **loader.workers(min(d.workers, 2))), bn)
 
 
 def _fda_style(cfg: TrainConfig) -> FourierStyle | None:
@@ -85,13 +85,18 @@ class _Loaders:
     def __init__(self, cfg: TrainConfig, device_type: str, env: DistEnv, start: int):
         self.d, self.device_type, self.env, self.start = cfg.data, device_type, env, start
 
-    def __call__(self, dataset, seed: int) -> Iterator:
+    def workers(self, n: int) -> dict:
+        """DataLoader options for `n` worker processes, started as data.worker_start says (every loader of a run
+        alike) and kept for the whole run, so that spawning costs once, not at every evaluation."""
+        if n == 0:
+            return {"num_workers": 0}
         d = self.d
-        sampler = InfiniteSampler(len(dataset), seed=seed, start=self.start, rank=self.env.rank, world=self.env.world)
         method = d.worker_start if d.worker_start != "auto" else "spawn" if self.device_type == "cuda" else None
         forked = multiprocessing.get_context(method).get_start_method() == "fork"
-        loader = DataLoader(dataset, batch_size=d.batch_size, sampler=sampler, num_workers=d.workers,
-                            pin_memory=self.device_type == "cuda", drop_last=True, persistent_workers=d.workers > 0,
-                            worker_init_fn=partial(worker_init, forked=forked),
-                            multiprocessing_context=method if d.workers > 0 else None)
-        return iter(loader)
+        return {"num_workers": n, "persistent_workers": True, "multiprocessing_context": method,
+                "worker_init_fn": partial(worker_init, forked=forked)}
+
+    def __call__(self, dataset, seed: int) -> Iterator:
+        sampler = InfiniteSampler(len(dataset), seed=seed, start=self.start, rank=self.env.rank, world=self.env.world)
+        return iter(DataLoader(dataset, batch_size=self.d.batch_size, sampler=sampler, drop_last=True,
+                               pin_memory=self.device_type == "cuda", **self.workers(self.d.workers)))
