@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate the shipped demo models (adapted and source-only) from nothing and compare them with models/
 # (see models/README.md).
-#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~3.1 h on 2 AVX-512 VNNI cores, 2-2.6x that on AVX2-only ones; needs [dev]
+#   bash bench/reproduce_demo_model.sh [WORK_DIR]         # ~3.1 h on 2 AVX-512 VNNI cores, 1.8-2.7x that on AVX2-only ones; needs [dev]
 #   INSTALL=1 bash bench/reproduce_demo_model.sh          # also copy the new files over models/
 # Steps: the synthetic benchmark's protocol at width 0.375 (seed 0) with 8000 pretraining iterations, and its
 # best label-free pipeline: 8000 colour-randomised source-only iterations -> 500 JAL+WTM iterations with target
