@@ -79,8 +79,9 @@ def _fda_style(cfg: TrainConfig) -> FourierStyle | None:
 
 
 class _Loaders:
-    """Infinite loaders of one run: every stream skips the same `start` draws, splits across DDP ranks, and
-    spawns its workers once CUDA is in use (a fork after CUDA init can hang)."""
+    """The loaders of one run: every infinite stream skips the same `start` draws and splits across DDP ranks;
+    every loader (streams, evaluation, BatchNorm frames) spawns its workers once CUDA is in use (a fork after
+    CUDA init can hang)."""
 
     def __init__(self, cfg: TrainConfig, device_type: str, env: DistEnv, start: int):
         self.d, self.device_type, self.env, self.start = cfg.data, device_type, env, start
