@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Where a CPU training iteration goes: data loading, the labelled pass, the adversarial part, and the knobs
-that change them (frame cache, loader workers, threads, channels-last), for a grid of widths and sizes.
+that change them (frame cache, loader workers, threads, channels-last, bf16 autocast), for a grid of widths and
+sizes.
 
 Each line is the median seconds per iteration of `Trainer.train_step` over --iters iterations after a
 warm-up, measured one configuration at a time in this process (nothing else should run meanwhile):
@@ -58,7 +59,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=6)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--knobs", action="store_true",
-                    help="also vary the frame cache, loader workers, threads and channels-last (source-only)")
+                    help="also vary the frame cache, loader workers, threads and channels-last (source-only), and "
+                         "bf16 autocast (every method; fast on CPUs with AMX or AVX-512 BF16)")
     ap.add_argument("--set", dest="sets", nargs="*", default=[])
     args = ap.parse_args()
     base = resolve(args.preset, {"data": {"synthetic": False}})
@@ -92,6 +94,9 @@ def main() -> None:
                                  ("cache, 1 thread", {"run": {"threads": 1}}),
                                  ("cache, channels-last", {"run": {"channels_last": True}})):
                 measure(width, w, h, "source-only", knobs, label)
+            for method in args.methods:
+                measure(width, w, h, method, {"run": {"amp": "bf16", "channels_last": True}},
+                        "cache, bf16 + channels-last")
 
 
 if __name__ == "__main__":

@@ -298,3 +298,27 @@ def test_onehot_discriminator_input_trains_and_is_recorded(synth_root, tmp_path)
     cfg.method.d_input = "hard"
     with pytest.raises(ConfigError, match="method.d_input must be one of softmax, onehot"):
         cfg.validate()
+
+
+def test_bf16_autocast_trains_on_cpu_with_fp32_weights_and_fp16_is_refused(synth_root, tmp_path):
+    """CPU bf16 autocast halves a training step on CPUs with AMX; it must change the arithmetic, not the method:
+    first-iteration losses within bf16 rounding of fp32's, master weights stay fp32, evaluation runs under it."""
+    def first_losses(amp):
+        cfg = tiny_cfg(synth_root, "jal-wtm", iters=2)
+        cfg.run.amp, cfg.run.eval_every = amp, 2
+        summary = Trainer(cfg, tmp_path / amp, progress=False).run()
+        assert summary["status"] == "finished"
+        return read_rows(tmp_path / amp / "train.csv")[0]
+
+    fp32, bf16 = first_losses("none"), first_losses("bf16")
+    for term in ("seg1", "seg2", "adv1", "adv2", "jal"):
+        rel = abs(float(bf16[term]) - float(fp32[term])) / float(fp32[term])
+        assert 0 < rel < 0.05, (term, fp32[term], bf16[term])
+    evals = read_rows(tmp_path / "bf16" / "eval.csv")
+    assert [r["iteration"] for r in evals] == ["2"] and 0 <= float(evals[0]["miou"]) <= 100
+    state = torch.load(tmp_path / "bf16" / "checkpoints/last.pth", weights_only=True)
+    assert {t.dtype for t in state["model"].values() if t.is_floating_point()} == {torch.float32}
+    cfg = tiny_cfg(synth_root, iters=1)
+    cfg.run.amp = "fp16"
+    with pytest.raises(TrainingError, match="run.amp=fp16 needs a CUDA device; on CPU use run.amp=bf16"):
+        Trainer(cfg, tmp_path / "fp16", progress=False)

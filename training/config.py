@@ -129,7 +129,7 @@ class OptimConfig:
 class RunConfig:
     seed: int = 0
     device: str = "auto"      # auto | cpu | cuda
-    amp: str = "none"         # none | bf16 | fp16 (CUDA only)
+    amp: str = "none"         # none | bf16 (CUDA, or CPU with AMX / AVX-512 BF16) | fp16 (CUDA only)
     channels_last: bool = False
     log_every: int = 10
     eval_every: int = 2000

@@ -67,8 +67,9 @@ class Trainer:
         self.device = torch.device(f"cuda:{self.env.local_rank}" if use_cuda else "cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
-        if run.amp != "none" and self.device.type != "cuda":
-            raise TrainingError(f"run.amp={run.amp} needs a CUDA device; use run.amp=none on CPU")
+        if run.amp == "fp16" and self.device.type != "cuda":
+            raise TrainingError("run.amp=fp16 needs a CUDA device; on CPU use run.amp=bf16 (fast on CPUs with "
+                                "AMX or AVX-512 BF16) or run.amp=none")
         torch.manual_seed(run.seed)
 
         m = cfg.model
@@ -135,7 +136,7 @@ class Trainer:
         amp = self.cfg.run.amp
         if amp == "none":
             return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         t = t.to(self.device, non_blocking=True)
