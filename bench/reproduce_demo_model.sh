@@ -30,6 +30,8 @@ ROWS=(prior cr cr+jal-wtm cr+jal-wtm+sp+flip+ssl1)
 python bench/synthetic_ablation.py --out "$WORK" --seeds 0 --rows "${ROWS[@]}" --eval-seed 2718 \
   --pretrain-iters 16000 --pretrain-eval-every 2000 --set model.width=0.375 "${MIXED[@]}"
 # the comparison model: plain (no colour randomisation) source-only, 8000 + 500 iterations, fp32
+# (its own folder, since the pretraining length differs; the same generated frames, not generated twice)
+mkdir -p "$WORK/source-only-8k" && ln -sfn ../data "$WORK/source-only-8k/data"
 python bench/synthetic_ablation.py --out "$WORK/source-only-8k" --seeds 0 --rows source-only --eval-seed 2718 \
   --pretrain-iters 8000 --pretrain-eval-every 1000 --set model.width=0.375
 ADAPTED="$WORK/seed0/cr+jal-wtm+sp+flip+ssl/round1/train/checkpoints/last.pth"   # the last snapshot of round 1
