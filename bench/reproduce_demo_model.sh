@@ -19,7 +19,7 @@ WORK=${1:-runs/demo}
 VAL="$WORK/demo-val/cityscapes"   # what ./demo.sh shows: 100 target val frames of seed 0 at 512x256
 FRESH="$WORK/data/eval-seed2718/cityscapes"
 if [ -z "${AMP:-}" ]; then
-  AMP=none; grep -qw -E "amx_bf16|avx512_bf16" /proc/cpuinfo 2>/dev/null && AMP=bf16
+  AMP=$(python -c "from jal_deploy.machine import native_bf16; print('bf16' if native_bf16() else 'none')")
 fi
 MIXED=(); [ "$AMP" = bf16 ] && MIXED=(run.amp=bf16 run.channels_last=true)
 echo "training precision: $AMP"

@@ -1,5 +1,6 @@
 """Which CPU a number was measured on: int8 kernels round differently, and speed ratios differ, between AVX2,
-AVX-512, AVX-512 VNNI and AMX machines, so every benchmark prints this line next to its numbers."""
+AVX-512, AVX-512 VNNI and AMX machines, so every benchmark prints this line next to its numbers. Native bf16
+arithmetic (AVX-512 BF16 or AMX-BF16) decides whether bf16 autocast speeds CPU training up."""
 from __future__ import annotations
 
 import os
@@ -8,7 +9,8 @@ from pathlib import Path
 
 # The instruction sets that change ONNX Runtime's and PyTorch's CPU kernels, as /proc/cpuinfo names them.
 ISA_FLAGS = {"AVX2": ("avx2",), "AVX-512F": ("avx512f",), "AVX-512 VNNI": ("avx512_vnni",),
-             "AVX-VNNI": ("avx_vnni",), "AMX": ("amx_tile", "amx_int8")}
+             "AVX-VNNI": ("avx_vnni",), "AMX": ("amx_tile", "amx_int8"), "AVX-512 BF16": ("avx512_bf16",),
+             "AMX-BF16": ("amx_bf16",)}
 
 
 def cpu_info(cpuinfo: str | None = None) -> dict:
@@ -37,3 +39,12 @@ def cpu_summary(cpuinfo: str | None = None) -> str:
         return f"{info['model']}, {info['cores']} cores (instruction sets unknown)"
     return f"{info['model']}, {info['cores']} cores: {', '.join(has) or 'none of ' + '/'.join(ISA_FLAGS)}" + \
         (f"; no {', '.join(lacks)}" if lacks and has else "")
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool | None:
+    """Whether the CPU computes in bf16 natively (AVX-512 BF16 or AMX-BF16): there `run.amp=bf16` trains faster;
+    elsewhere bf16 is emulated and not measured to help. None where the instruction sets are unknown."""
+    isa = cpu_info(cpuinfo)["isa"]
+    if isa["AVX2"] is None:
+        return None
+    return bool(isa["AVX-512 BF16"] or isa["AMX-BF16"])

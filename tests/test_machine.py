@@ -1,5 +1,5 @@
 """Every benchmark names its CPU: the parsing of /proc/cpuinfo on the CPUs the project meets."""
-from jal_deploy.machine import cpu_info, cpu_summary
+from jal_deploy.machine import cpu_info, cpu_summary, native_bf16
 
 EPYC_AVX2 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -17,16 +17,24 @@ flags\t\t: avx2 avx512f avx512bw avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8
 def test_avx2_only_cpu_lists_what_it_lacks():
     info = cpu_info(EPYC_AVX2)
     assert info["model"] == "AMD EPYC 7B13"
-    assert info["isa"] == {"AVX2": True, "AVX-512F": False, "AVX-512 VNNI": False, "AVX-VNNI": False, "AMX": False}
-    assert cpu_summary(EPYC_AVX2).endswith("cores: AVX2; no AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX")
+    assert info["isa"] == {"AVX2": True, "AVX-512F": False, "AVX-512 VNNI": False, "AVX-VNNI": False, "AMX": False,
+                           "AVX-512 BF16": False, "AMX-BF16": False}
+    assert cpu_summary(EPYC_AVX2).endswith("cores: AVX2; no AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX, AVX-512 BF16, "
+                                           "AMX-BF16")
+    assert native_bf16(EPYC_AVX2) is False
 
 
 def test_amx_cpu_lists_every_instruction_set():
-    assert cpu_summary(XEON_AMX).endswith("cores: AVX2, AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX")
+    assert cpu_summary(XEON_AMX).endswith("cores: AVX2, AVX-512F, AVX-512 VNNI, AVX-VNNI, AMX, AMX-BF16; "
+                                          "no AVX-512 BF16")
+    assert native_bf16(XEON_AMX) is True
+    # Cooper Lake: bf16 in AVX-512 without AMX
+    assert native_bf16("model name\t: Xeon\nflags\t\t: avx2 avx512f avx512_bf16\n") is True
 
 
 def test_unknown_platform_says_so_instead_of_guessing():
     assert cpu_info("")["isa"]["AVX2"] is None and "instruction sets unknown" in cpu_summary("")
+    assert native_bf16("") is None
 
 
 def test_this_machine_is_described():
