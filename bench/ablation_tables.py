@@ -1,5 +1,6 @@
 """The tables `synthetic_ablation.py` prints: Table 4 with its baselines (mean, std, 95 % interval, gap closed)
-and the label-free selection table, from the per-seed results it gathers. Pure formatting and statistics."""
+and the label-free selection table, from the per-seed results it gathers (and how a call's results merge into
+those summary.json already holds). Pure formatting and statistics."""
 from __future__ import annotations
 
 import math
@@ -78,3 +79,14 @@ def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
             cells.append(f"{statistics.mean(values):14.2f}" if values else f"{'':>14s}")
         lines.append(f"{row:22s} " + " ".join(cells) + "  " + "/".join(str(f["snapshots"]) for f in found))
     return "\n".join(lines) if len(lines) > 1 else ""
+
+
+def merge_seeds(saved: dict[str, dict], new: dict[int, dict]) -> dict[int, dict]:
+    """This call's per-seed results over those summary.json already holds (same protocol: the caller checks protocol.json): a call
+    with a subset of the rows or seeds, e.g. `--report --rows ...`, must not drop the results of the others."""
+    merged = {int(s): {k: dict(v) for k, v in d.items()} for s, d in saved.items()}
+    for seed, result in new.items():
+        into = merged.setdefault(seed, {})
+        for key, values in result.items():
+            into.setdefault(key, {}).update(values)
+    return merged

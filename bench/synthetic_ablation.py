@@ -64,7 +64,7 @@ from training.self_training import self_train
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method,
                            self_training_stages)
-from ablation_tables import pseudo_line, selection_table, table
+from ablation_tables import merge_seeds, pseudo_line, selection_table, table
 
 
 @dataclass
@@ -384,17 +384,6 @@ def main(argv: list[str] | None = None) -> int:
         {"protocol": asdict(p), "cpu": cpu_summary(), "machine": machine(), "rows": rows, "minutes_per_run": minutes,
          "per_seed": {str(s): v for s, v in sorted(merged.items())}}, indent=1))
     return 0
-
-
-def merge_seeds(saved: dict[str, dict], new: dict[int, dict]) -> dict[int, dict]:
-    """This call's per-seed results over those summary.json already holds (same protocol, checked above): a call
-    with a subset of the rows or seeds, e.g. `--report --rows ...`, must not drop the results of the others."""
-    merged = {int(s): {k: dict(v) for k, v in d.items()} for s, d in saved.items()}
-    for seed, result in new.items():
-        into = merged.setdefault(seed, {})
-        for key, values in result.items():
-            into.setdefault(key, {}).update(values)
-    return merged
 
 
 if __name__ == "__main__":
