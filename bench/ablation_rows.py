@@ -22,6 +22,10 @@ DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "j
                 "oracle")
 # rows also scored on held-out source frames (`ROW@source-val`): how well the network segments its own domain
 SOURCE_VAL = ("source-only", "cr")
+# rows scored on the target val without any target image in training, with a gap closed like the adaptation
+# rows: `cr@pretraining` is cr's pretraining itself (its own source statistics), what colour randomisation
+# alone closes before the first target image
+NO_TARGET_ROWS = ("cr@pretraining",)
 
 ROW_METHOD = {"adabn": "source-only", "cr": "source-only"}  # rows that are a method plus a protocol choice
 

@@ -8,7 +8,7 @@ import statistics
 
 from training.selection import CRITERIA
 
-from ablation_rows import SOURCE_VAL  # bench/, next to this module
+from ablation_rows import NO_TARGET_ROWS, SOURCE_VAL  # bench/, next to this module
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -28,23 +28,23 @@ def gap_closed(row: float, source_only: float, oracle: float) -> float:
 
 
 def table(per_seed: dict[int, dict], rows: list[str], adapt_rows: tuple[str, ...]) -> tuple[str, dict]:
-    """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed (`adapt_rows`) and
-    whether each adaptation row beats the baselines on every seed."""
+    """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed (`adapt_rows` and the
+    rows that saw no target image) and whether each of those beats the baselines on every seed."""
     seeds = sorted(per_seed)
     lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  "
              f"per seed ({', '.join(map(str, seeds))})"]
-    out = {}
-    for row in [*rows, *(f"{r}@source-val" for r in SOURCE_VAL)]:
+    out, scored = {}, (*adapt_rows, *NO_TARGET_ROWS)
+    for row in [*rows, *(f"{r}@source-val" for r in SOURCE_VAL), *NO_TARGET_ROWS]:
         values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
         if not values:
             continue
         mean, std, half = mean_ci(values)
         gaps = [gap_closed(per_seed[s]["scores"][row], per_seed[s]["scores"]["source-only"],
                            per_seed[s]["scores"]["oracle"]) for s in seeds
-                if row in adapt_rows and {row, "source-only", "oracle"} <= set(per_seed[s]["scores"])]
+                if row in scored and {row, "source-only", "oracle"} <= set(per_seed[s]["scores"])]
         beats = [per_seed[s]["scores"][row] > max(per_seed[s]["scores"].get("prior", -1),
                                                   per_seed[s]["scores"].get("source-only", -1)) for s in seeds
-                 if row in adapt_rows and row in per_seed[s]["scores"]]
+                 if row in scored and row in per_seed[s]["scores"]]
         ci = f"[{mean - half:5.2f}, {mean + half:5.2f}]" if not math.isnan(half) else ""
         gap = f"{100 * statistics.mean(gaps):9.1f}%" if gaps else ""
         lines.append(f"{row:22s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "

@@ -20,8 +20,10 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
      ever reaches it); `--baseline-bn frozen` keeps the pretraining's statistics fixed instead;
   3. every run is scored on a **held-out** target val generated with `--eval-seed` (never used to choose the
      protocol) as the mean of its last `--last-k` evaluations: no snapshot is picked with target labels.
-  Source-only is also scored on held-out *source* frames (the size of the gap). Adversarial rows record their
-  discriminators' accuracies, D2's mean source-probability on target maps and the WTM drift from identity.
+  Source-only is also scored on held-out *source* frames (the size of the gap); `cr@pretraining` scores the
+  colour-randomised pretraining itself on the target val (its own source statistics: no target image at all).
+  Adversarial rows record their discriminators' accuracies, D2's mean source-probability on target maps and the
+  WTM drift from identity.
   4. label-free selection: every second-stage run keeps a snapshot at each evaluation; `jal-train select`'s
      criteria (`d-prob` and `d-ref` for runs with a discriminator, `entropy`) pick one without labels, and a
      second table gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels
@@ -228,7 +230,7 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
 def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int,
              report_only: bool = False) -> dict:
     """{row: target mIoU %} for one seed (plus 'source-only@source-val' and 'cr@source-val': held-out source
-    frames), running what has not finished."""
+    frames; 'cr@pretraining': the target score of cr's pretraining itself), running what has not finished."""
     train_tree, eval_tree = data["train"], data["eval"]
     base = merge_overrides({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
                             "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
@@ -267,8 +269,11 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             # a checkpoint at every evaluation: a long pretraining that is stopped resumes there
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
-        if train(pre_dir, pre, p.preset, report_only) is None:
+        pre_res = train(pre_dir, pre, p.preset, report_only)
+        if pre_res is None:
             continue
+        if colour_randomised(row):  # colour randomisation alone: its own source statistics, no target image
+            scores["cr@pretraining"] = 100 * statistics.mean(m for _, m in pre_res["evals"][-p.last_k:])
         run_dir = out / f"seed{seed}" / row
         ov = second_stage(row)
         if "+ssl" in row:

@@ -1,4 +1,5 @@
 """The synthetic benchmark's baselines and its ablation script (the real table is a benchmark, not a test)."""
+import csv
 import json
 import os
 import subprocess
@@ -92,7 +93,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
                              "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["rows"]) == {*rows, "source-only@source-val", "cr@source-val"}
+    assert set(summary["rows"]) == {*rows, "source-only@source-val", "cr@source-val", "cr@pretraining"}
     assert [len(summary["rows"][r]["per_seed"]) for r in rows] == [2, 2, 2, 2, 2]
     assert not (tmp_path / "seed0" / "jal-wtm").exists()  # the rows reached every process
     assert (tmp_path / "seed1-oracle.log").is_file()  # the oracle trained beside the other rows ...
@@ -157,6 +158,12 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     rows_out = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert 0 <= rows_out["cr@source-val"]["mean"] <= 100 and "\ncr@source-val " in result.stdout
     assert json.loads((seed / "pretrain-cr" / "source_val.json").read_text()) == rows_out["cr@source-val"]["mean"]
+    # ... and on the target val by itself (colour randomisation alone: no target image), with its gap closed
+    with (seed / "pretrain-cr" / "eval.csv").open() as f:
+        pre_evals = [float(r["miou"]) for r in csv.DictReader(f) if r["protocol"] == "19"]
+    tail = pre_evals[-2:]  # --quick scores the last 2 evaluations
+    assert rows_out["cr@pretraining"]["mean"] == pytest.approx(100 * sum(tail) / len(tail))
+    assert rows_out["cr@pretraining"]["gap_closed"] is not None and "\ncr@pretraining " in result.stdout
 
 
 def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(bench_module):
