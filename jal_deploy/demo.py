@@ -19,7 +19,7 @@ from jal_deploy.synth import generate, generate_video
 
 REPO_MODELS = Path(__file__).resolve().parents[1] / "models"
 DEMO_MODEL = REPO_MODELS / "jal-wtm-ssl-synthetic-r18.onnx"
-DEMO_BASELINE = REPO_MODELS / "source-only-synthetic-r18.onnx"  # the same network and budget, not adapted
+DEMO_BASELINE = REPO_MODELS / "source-only-synthetic-r18.onnx"  # the same network on the source labels alone
 
 
 def _ensure_val(root: Path, frames: int, size: tuple[int, int], seed: int, progress: bool) -> Path:
