@@ -82,8 +82,9 @@ def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
 
 
 def merge_seeds(saved: dict[str, dict], new: dict[int, dict]) -> dict[int, dict]:
-    """This call's per-seed results over those summary.json already holds (same protocol: the caller checks protocol.json): a call
-    with a subset of the rows or seeds, e.g. `--report --rows ...`, must not drop the results of the others."""
+    """This call's per-seed results over those summary.json already holds (same protocol: the caller checks
+    protocol.json): a call with a subset of the rows or seeds, e.g. `--report --rows ...`, must not drop the
+    results of the others."""
     merged = {int(s): {k: dict(v) for k, v in d.items()} for s, d in saved.items()}
     for seed, result in new.items():
         into = merged.setdefault(seed, {})

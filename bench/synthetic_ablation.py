@@ -154,6 +154,12 @@ def _evals(run_dir: Path) -> list[tuple[int, float]]:
         return [(int(r["iteration"]), float(r["miou"])) for r in csv.DictReader(f) if r["protocol"] == "19"]
 
 
+def last_k_score(result: dict, last_k: int) -> tuple[float, int]:
+    """A run's number: the mean target mIoU % of its last `last_k` evaluations, and how many there were."""
+    last = [m for _, m in result["evals"][-last_k:]]
+    return 100 * sum(last) / len(last), len(last)
+
+
 def train(out: Path, overrides: dict, preset: str, report_only: bool = False) -> dict | None:
     """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift.
     With `report_only`, None for a run that has not finished (nothing is trained)."""
@@ -273,7 +279,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         if pre_res is None:
             continue
         if colour_randomised(row):  # colour randomisation alone: its own source statistics, no target image
-            scores["cr@pretraining"] = 100 * statistics.mean(m for _, m in pre_res["evals"][-p.last_k:])
+            scores["cr@pretraining"] = last_k_score(pre_res, p.last_k)[0]
         run_dir = out / f"seed{seed}" / row
         ov = second_stage(row)
         if "+ssl" in row:
@@ -295,11 +301,10 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             print(f"seed {seed} {row:12s} label-free selection over {sel['snapshots']} snapshots: "
                   + ", ".join(f"{k} {v['miou']:.2f} (it {v['iteration']})" for k, v in sel.items() if k != "snapshots"),
                   flush=True)
-        last = [m for _, m in res["evals"][-p.last_k:]]
-        scores[row] = 100 * sum(last) / len(last)
+        scores[row], n_last = last_k_score(res, p.last_k)
         info[row] = {"minutes": res["seconds"] / 60, "discriminators": res["discriminators"],
                      "wtm_drift": res["wtm_drift"], **({"pseudo": res["pseudo"]} if "pseudo" in res else {})}
-        print(f"seed {seed} {row:12s} target mIoU {scores[row]:6.2f} (mean of the last {len(last)} evals, "
+        print(f"seed {seed} {row:12s} target mIoU {scores[row]:6.2f} (mean of the last {n_last} evals, "
               f"{res['seconds'] / 60:.1f} min)", flush=True)
         if "pseudo" in res:
             print(f"seed {seed} {row:12s} {pseudo_line(res['pseudo'])}", flush=True)

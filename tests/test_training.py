@@ -301,8 +301,9 @@ def test_onehot_discriminator_input_trains_and_is_recorded(synth_root, tmp_path)
 
 
 def test_bf16_autocast_trains_on_cpu_with_fp32_weights_and_fp16_is_refused(synth_root, tmp_path):
-    """CPU bf16 autocast makes a training step 1.6-1.8x faster on CPUs with AMX; it must change the arithmetic, not the method:
-    first-iteration losses within bf16 rounding of fp32's, master weights stay fp32, evaluation runs under it."""
+    """CPU bf16 autocast makes a training step 1.6-1.8x faster on CPUs with AMX; it must change the arithmetic,
+    not the method: first-iteration losses within bf16 rounding of fp32's, master weights stay fp32, evaluation
+    runs under it."""
     def first_losses(amp):
         cfg = tiny_cfg(synth_root, "jal-wtm", iters=2)
         cfg.run.amp, cfg.run.eval_every = amp, 2
