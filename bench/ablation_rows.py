@@ -10,7 +10,7 @@ PIPELINE_ROWS = ("jal-wtm+fda", "jal-wtm+fda+ssl1", "jal-wtm+fda+ssl2", "jal-wtm
 ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
 # `cr`: the same stages on a source pretraining with colour randomisation (every labelled image under a random
 # 1x1 colour matrix, unblended: data.rand_conv with kernels [1] and no mixing), kept on the source stream in every
-# later stage; `cr` alone is that pretraining plus target statistics, as `adabn` is for the plain one
+# later stage; `cr` alone is that pretraining trained on as `adabn` is (source iterations, target statistics)
 # `+flip`: pseudo labels from the softmax averaged over each image and its mirror image (`self-train --flip`)
 CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2", "cr+jal-wtm+sp+flip+ssl1",
            "cr+jal-wtm+sp+flip+ssl2")
@@ -22,10 +22,12 @@ DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "j
                 "oracle")
 # rows also scored on held-out source frames (`ROW@source-val`): how well the network segments its own domain
 SOURCE_VAL = ("source-only", "cr")
-# rows scored on the target val without any target image in training, with a gap closed like the adaptation
-# rows: `cr@pretraining` is cr's pretraining itself (its own source statistics), what colour randomisation
-# alone closes before the first target image
-NO_TARGET_ROWS = ("cr@pretraining",)
+# rows that score a pretraining as it is, with no second stage, and get a gap closed like the adaptation rows:
+# `cr@pretraining` is cr's pretraining with its own source statistics (colour randomisation alone, before the
+# first target image); `adabn@pretraining` / `cr+adabn@pretraining` are the plain / colour-randomised
+# pretraining with BatchNorm statistics re-estimated on the unlabelled target frames and no training step (AdaBN
+# as published), what target statistics alone add before any adaptation iteration
+PRETRAINING_ROWS = ("cr@pretraining", "adabn@pretraining", "cr+adabn@pretraining")
 
 ROW_METHOD = {"adabn": "source-only", "cr": "source-only"}  # rows that are a method plus a protocol choice
 

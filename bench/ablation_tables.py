@@ -8,7 +8,7 @@ import statistics
 
 from training.selection import CRITERIA
 
-from ablation_rows import NO_TARGET_ROWS, SOURCE_VAL  # bench/, next to this module
+from ablation_rows import PRETRAINING_ROWS, SOURCE_VAL  # bench/, next to this module
 
 T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
 
@@ -29,12 +29,12 @@ def gap_closed(row: float, source_only: float, oracle: float) -> float:
 
 def table(per_seed: dict[int, dict], rows: list[str], adapt_rows: tuple[str, ...]) -> tuple[str, dict]:
     """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed (`adapt_rows` and the
-    rows that saw no target image) and whether each of those beats the baselines on every seed."""
+    rows that score a pretraining as it is) and whether each of those beats the baselines on every seed."""
     seeds = sorted(per_seed)
     lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  "
              f"per seed ({', '.join(map(str, seeds))})"]
-    out, scored = {}, (*adapt_rows, *NO_TARGET_ROWS)
-    for row in [*rows, *(f"{r}@source-val" for r in SOURCE_VAL), *NO_TARGET_ROWS]:
+    out, scored = {}, (*adapt_rows, *PRETRAINING_ROWS)
+    for row in [*rows, *(f"{r}@source-val" for r in SOURCE_VAL), *PRETRAINING_ROWS]:
         values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
         if not values:
             continue

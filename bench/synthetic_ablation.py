@@ -21,7 +21,8 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
   3. every run is scored on a **held-out** target val generated with `--eval-seed` (never used to choose the
      protocol) as the mean of its last `--last-k` evaluations: no snapshot is picked with target labels.
   Source-only is also scored on held-out *source* frames (the size of the gap); `cr@pretraining` scores the
-  colour-randomised pretraining itself on the target val (its own source statistics: no target image at all).
+  colour-randomised pretraining itself on the target val (its own source statistics: no target image at all),
+  `adabn@pretraining` / `cr+adabn@pretraining` each pretraining with target statistics and no training step.
   Adversarial rows record their discriminators' accuracies, D2's mean source-probability on target maps and the
   WTM drift from identity.
   4. label-free selection: every second-stage run keeps a snapshot at each evaluation; `jal-train select`'s
@@ -43,6 +44,7 @@ import csv
 import json
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -233,10 +235,22 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
     return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], trainer.device)["19"]["miou"]
 
 
+def target_stats_miou(pre_dir: Path, overrides: dict, preset: str, frames: int) -> float:
+    """A finished pretraining scored on the target val with BatchNorm statistics re-estimated on `frames`
+    unlabelled target train frames and no training step (AdaBN as published). The `adabn` and `cr` rows add 500
+    iterations to that; this row tells what the statistics do by themselves. One model, so no mean over
+    evaluations."""
+    ov = merge_overrides(overrides, {"model": {"init": str(pre_dir / "checkpoints" / "last.pth"), "bn_mode": "train",
+                                               "target_bn_frames": frames}})
+    with tempfile.TemporaryDirectory() as scratch:  # nothing is trained or saved: the folder stays empty
+        return 100 * Trainer(resolve(preset, ov), scratch, progress=False).evaluate()["19"]["miou"]
+
+
 def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int,
              report_only: bool = False) -> dict:
     """{row: target mIoU %} for one seed (plus 'source-only@source-val' and 'cr@source-val': held-out source
-    frames; 'cr@pretraining': the target score of cr's pretraining itself), running what has not finished."""
+    frames; 'cr@pretraining': the target score of cr's pretraining itself; 'adabn@pretraining' and
+    'cr+adabn@pretraining': each pretraining with target statistics), running what has not finished."""
     train_tree, eval_tree = data["train"], data["eval"]
     base = merge_overrides({"data": {"synthetic": False, "source_root": str(train_tree / "gta5"),
                             "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
@@ -280,6 +294,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             continue
         if colour_randomised(row):  # colour randomisation alone: its own source statistics, no target image
             scores["cr@pretraining"] = last_k_score(pre_res, p.last_k)[0]
+        if row in ADAPT_ROWS and p.target_bn_frames:  # the pretraining with target statistics, not trained further
+            stats_row = ("cr+" if colour_randomised(row) else "") + "adabn@pretraining"
+            cached = pre_dir / "target_stats.json"
+            if not cached.is_file() and not report_only:
+                write_text(cached, json.dumps({"frames": p.target_bn_frames, "miou": target_stats_miou(
+                    pre_dir, pre, p.preset, p.target_bn_frames)}))
+            if cached.is_file():
+                scores[stats_row] = json.loads(cached.read_text())["miou"]
         run_dir = out / f"seed{seed}" / row
         ov = second_stage(row)
         if "+ssl" in row:

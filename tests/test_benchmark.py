@@ -93,7 +93,8 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
                              "--threads", "1"], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["rows"]) == {*rows, "source-only@source-val", "cr@source-val", "cr@pretraining"}
+    assert set(summary["rows"]) == {*rows, "source-only@source-val", "cr@source-val", "cr@pretraining",
+                                    "adabn@pretraining", "cr+adabn@pretraining"}
     assert [len(summary["rows"][r]["per_seed"]) for r in rows] == [2, 2, 2, 2, 2]
     assert not (tmp_path / "seed0" / "jal-wtm").exists()  # the rows reached every process
     assert (tmp_path / "seed1-oracle.log").is_file()  # the oracle trained beside the other rows ...
@@ -164,6 +165,12 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     tail = pre_evals[-2:]  # --quick scores the last 2 evaluations
     assert rows_out["cr@pretraining"]["mean"] == pytest.approx(100 * sum(tail) / len(tail))
     assert rows_out["cr@pretraining"]["gap_closed"] is not None and "\ncr@pretraining " in result.stdout
+    # each pretraining with target statistics and no training step (AdaBN as published): a row of its own
+    for row, pre in (("adabn@pretraining", "pretrain"), ("cr+adabn@pretraining", "pretrain-cr")):
+        cached = json.loads((seed / pre / "target_stats.json").read_text())
+        assert cached["frames"] == 200 and rows_out[row]["mean"] == pytest.approx(cached["miou"])
+        assert 0 <= cached["miou"] <= 100 and rows_out[row]["gap_closed"] is not None and f"\n{row} " in result.stdout
+        assert len(list((seed / pre).glob("checkpoints/iter_*.pth"))) == 1  # scored, not trained further
 
 
 def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(bench_module):
