@@ -15,11 +15,14 @@ ONEHOT_ROWS = ("adaptsegnet+onehot", "jal-wtm+onehot")
 CR_ROWS = ("cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+ssl2", "cr+jal-wtm+sp+flip+ssl1",
            "cr+jal-wtm+sp+flip+ssl2")
 CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
+# the same self-training rounds without any adversarial stage, from `adabn` / `cr` (the control that tells
+# whether the rounds need JAL+WTM before them)
+NO_ADVERSARIAL_SSL_ROWS = ("adabn+sp+ssl1", "cr+sp+flip+ssl1")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
-              *CR_ROWS)
+              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
-                "oracle")
+                *NO_ADVERSARIAL_SSL_ROWS, "oracle")
 # rows also scored on held-out source frames (`ROW@source-val`): how well the network segments its own domain
 SOURCE_VAL = ("source-only", "cr")
 # rows that score a pretraining as it is, with no second stage, and get a gap closed like the adaptation rows:
@@ -37,7 +40,9 @@ def colour_randomised(row: str) -> bool:
 
 
 def row_method(row: str) -> str:
-    """The `jal-train` method a row's second stage runs."""
+    """The `jal-train` method a row's second stage runs (a self-training row's: that of the row it starts from)."""
+    if "+ssl" in row:
+        row = self_training_stages(row)[1]
     row = row if row == "cr" else row.removeprefix("cr+")
     return ROW_METHOD.get(row, row.split("+")[0])
 

@@ -55,7 +55,7 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     first = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert first.returncode == 0, first.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["rows"]) == {*rows, "source-only@source-val"}
+    assert set(summary["rows"]) == {*rows, "source-only@source-val", "adabn@pretraining"}
     assert summary["protocol"]["eval_seed"] != summary["protocol"]["data_seed"]  # held-out val
     jal = summary["rows"]["jal-wtm"]
     so, oracle = summary["rows"]["source-only"]["mean"], summary["rows"]["oracle"]["mean"]
@@ -110,7 +110,7 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
-            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "oracle"]
+            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+sp+flip+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -155,6 +155,12 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert flipped["settings"]["spatial_prior"] is True
     assert flipped["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
     assert "seed 0 cr+jal-wtm+sp+flip+ssl1 target mIoU" in result.stdout
+    # the control without an adversarial stage: the same flipped round straight from `cr`, source-only + pseudo labels
+    control = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "round.json").read_text())
+    assert control["pseudo_from"].endswith("seed0/cr/checkpoints/last.pth")
+    method = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "train" / "config.json").read_text())["method"]
+    assert (method["name"], method["self_training"]) == ("source-only", True)
+    assert "seed 0 cr+sp+flip+ssl1 target mIoU" in result.stdout
     # the colour-randomised pretraining is also scored on the held-out source frames, as source-only is
     rows_out = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert 0 <= rows_out["cr@source-val"]["mean"] <= 100 and "\ncr@source-val " in result.stdout
@@ -179,6 +185,9 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert self_training_stages("cr+jal-wtm+sp+flip+ssl2") == ("cr+jal-wtm+sp+flip", "cr+jal-wtm", 2, True, True)
     assert self_training_stages("jal-wtm+fda+sp+ssl1") == ("jal-wtm+fda+sp", "jal-wtm+fda", 1, True, False)
     assert self_training_stages("jal-wtm+fda+ssl2") == ("jal-wtm+fda", "jal-wtm+fda", 2, False, False)
+    # the rounds train with the method of the row they start from: no adversarial terms after adabn / cr
+    assert [rows.row_method(r) for r in ("cr+sp+flip+ssl1", "adabn+sp+ssl1", "cr+jal-wtm+sp+flip+ssl2", "cr")] == [
+        "source-only", "source-only", "jal-wtm", "source-only"]
     for row in ROWS:  # every self-training row starts from a row of the table
         if "+ssl" in row:
             assert self_training_stages(row)[1] in ROWS, row
