@@ -163,14 +163,14 @@ def last_k_score(result: dict, last_k: int) -> tuple[float, int]:
 
 
 def train(out: Path, overrides: dict, preset: str, report_only: bool = False) -> dict | None:
-    """One resumable run; result.json once finished: eval curve, seconds, discriminator stats, WTM drift.
+    """One resumable run; result.json once finished: eval curve, wall seconds (all its processes, up to the save
+    each resumed from), discriminator stats, WTM drift.
     With `report_only`, None for a run that has not finished (nothing is trained)."""
     def produce() -> dict:
-        start = time.perf_counter()
         trainer = Trainer(resolve(preset, overrides), out, resume=(out / "checkpoints" / "last.pth").is_file(),
                           progress=sys.stderr.isatty())
-        summary = trainer.run()
-        return {"evals": _evals(out), "seconds": time.perf_counter() - start, "status": summary["status"],
+        summary = trainer.run()  # its seconds count every process of a resumed run
+        return {"evals": _evals(out), "seconds": summary["seconds"], "status": summary["status"],
                 "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
     return _result(out, report_only, produce)
 

@@ -68,11 +68,18 @@ def test_every_table4_mode_trains_with_exactly_its_loss_terms(synth_root, tmp_pa
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(synth_root, tmp_path):
     Trainer(tiny_cfg(synth_root), tmp_path / "straight", progress=False).run()
-    Trainer(tiny_cfg(synth_root, stop_at=2), tmp_path / "split", progress=False).run()
+    first = Trainer(tiny_cfg(synth_root, stop_at=2), tmp_path / "split", progress=False).run()
     # A crash after iteration 3 was logged but before it was saved: resume must drop that row.
     with open(tmp_path / "split" / "train.csv", "a") as f:
         f.write("3" + ",9" * 23 + "\n")
-    Trainer(tiny_cfg(synth_root), tmp_path / "split", resume=True, progress=False).run()
+    saved = torch.load(tmp_path / "split/checkpoints/last.pth", weights_only=True)["seconds"]
+    resumed = Trainer(tiny_cfg(synth_root), tmp_path / "split", resume=True, progress=False)
+    start = time.perf_counter()
+    second = resumed.run()
+    elapsed = time.perf_counter() - start
+    # the run's wall time counts both processes: the first up to its save, then the resumed one
+    assert 0 < saved <= first["seconds"]
+    assert saved + 0.8 * elapsed - 0.05 <= second["seconds"] <= saved + elapsed
     straight, split = read_rows(tmp_path / "straight" / "train.csv"), read_rows(tmp_path / "split" / "train.csv")
     assert [r["iteration"] for r in split] == ["1", "2", "3", "4"]
     for a, b in zip(straight, split):

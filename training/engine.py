@@ -87,6 +87,8 @@ class Trainer:
         self.opt_d = {n: torch.optim.Adam(d.parameters(), lr=o.lr_d, betas=o.betas_d) for n, d in self.discs.items()}
         self.scaler = torch.amp.GradScaler("cuda", enabled=run.amp == "fp16")
         self.iteration, self.best = 0, {"miou": -1.0, "iteration": 0}
+        # wall seconds of the whole run across resumes (training, evaluation, saving), kept in every checkpoint
+        self._seconds_before, self._clock = 0.0, time.perf_counter()
 
         if resume or resume_from:
             self._resume(resume_from)
@@ -250,7 +252,7 @@ class Trainer:
 
     # ----- checkpoints --------------------------------------------------------------------------------
     def _state(self) -> dict:
-        return {"config": self.cfg.to_dict(), "iteration": self.iteration, "best": self.best,
+        return {"config": self.cfg.to_dict(), "iteration": self.iteration, "best": self.best, "seconds": self.seconds,
                 "discriminators": {n: d.state_dict() for n, d in self.discs.items()},
                 "optimizers": {"g": self.opt_g.state_dict(),
                                "wtm": self.opt_wtm.state_dict() if self.opt_wtm else None,
@@ -303,6 +305,12 @@ class Trainer:
             o.load_state_dict(state["optimizers"][n])
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state["best"]
+        self._seconds_before = state.get("seconds", 0.0)  # checkpoints written before it was kept: 0
+
+    @property
+    def seconds(self) -> float:
+        """Wall seconds this run has cost up to now, its earlier processes included (up to their last save)."""
+        return self._seconds_before + time.perf_counter() - self._clock
 
     # ----- the run ------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
@@ -342,6 +350,7 @@ class Trainer:
             stop["requested"] = True
 
         previous = signal.signal(signal.SIGINT, on_sigint)
+        self._clock = time.perf_counter()  # the clock runs from here: setting up the Trainer is not the run's
         bar = tqdm(total=last, initial=self.iteration, desc=f"{cfg.method.name}", dynamic_ncols=True,
                    disable=not (self.progress and self.env.is_main))
         results, status = {}, "finished"
@@ -379,4 +388,4 @@ class Trainer:
             if log:
                 log.close()
         return {"status": status, "iteration": self.iteration, "best": self.best, "last_eval": results,
-                "out": str(self.out)}
+                "out": str(self.out), "seconds": self.seconds}
