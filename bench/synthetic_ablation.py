@@ -235,15 +235,17 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
     return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], trainer.device)["19"]["miou"]
 
 
-def target_stats_miou(pre_dir: Path, overrides: dict, preset: str, frames: int) -> float:
+def target_stats_score(pre_dir: Path, overrides: dict, preset: str, frames: int) -> dict:
     """A finished pretraining scored on the target val with BatchNorm statistics re-estimated on `frames`
     unlabelled target train frames and no training step (AdaBN as published). The `adabn` and `cr` rows add 500
     iterations to that; this row tells what the statistics do by themselves. One model, so no mean over
-    evaluations."""
+    evaluations. Returns the frames, the mIoU % and the IoU % per class."""
     ov = merge_overrides(overrides, {"model": {"init": str(pre_dir / "checkpoints" / "last.pth"), "bn_mode": "train",
                                                "target_bn_frames": frames}})
     with tempfile.TemporaryDirectory() as scratch:  # nothing is trained or saved: the folder stays empty
-        return 100 * Trainer(resolve(preset, ov), scratch, progress=False).evaluate()["19"]["miou"]
+        result = Trainer(resolve(preset, ov), scratch, progress=False).evaluate()["19"]
+    return {"frames": frames, "miou": 100 * result["miou"],
+            "per_class": {name: 100 * iou for name, iou in result["per_class"].items()}}
 
 
 def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int,
@@ -298,8 +300,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             stats_row = ("cr+" if colour_randomised(row) else "") + "adabn@pretraining"
             cached = pre_dir / "target_stats.json"
             if not cached.is_file() and not report_only:
-                write_text(cached, json.dumps({"frames": p.target_bn_frames, "miou": target_stats_miou(
-                    pre_dir, pre, p.preset, p.target_bn_frames)}))
+                write_text(cached, json.dumps(target_stats_score(pre_dir, pre, p.preset, p.target_bn_frames)))
             if cached.is_file():
                 scores[stats_row] = json.loads(cached.read_text())["miou"]
         run_dir = out / f"seed{seed}" / row

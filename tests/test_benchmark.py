@@ -1,6 +1,7 @@
 """The synthetic benchmark's baselines and its ablation script (the real table is a benchmark, not a test)."""
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -175,6 +176,8 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     for row, pre in (("adabn@pretraining", "pretrain"), ("cr+adabn@pretraining", "pretrain-cr")):
         cached = json.loads((seed / pre / "target_stats.json").read_text())
         assert cached["frames"] == 200 and rows_out[row]["mean"] == pytest.approx(cached["miou"])
+        per_class = cached["per_class"].values()
+        assert len(per_class) == 19 and all(math.isnan(v) or 0 <= v <= 100 for v in per_class)
         assert 0 <= cached["miou"] <= 100 and rows_out[row]["gap_closed"] is not None and f"\n{row} " in result.stdout
         assert len(list((seed / pre).glob("checkpoints/iter_*.pth"))) == 1  # scored, not trained further
 
