@@ -3,7 +3,7 @@
 # (see models/README.md).
 #   bash bench/reproduce_demo_model.sh [WORK_DIR]   # ~2.2 h on 2 cores with AMX (bf16), needs [dev]; see the card
 #   INSTALL=1 bash bench/reproduce_demo_model.sh    # also copy the new files over models/
-#   SAME_BUDGET=1 bash ...                          # also the same-budget rows: source-only, adabn, oracle (+3 h)
+#   SAME_BUDGET=1 bash ...                          # also the comparison rows at the same budget (+3.5 h)
 # Steps: the synthetic benchmark's protocol at width 0.375 (seed 0) and its label-free route: 16000
 # colour-randomised source-only iterations -> 500 JAL+WTM iterations with target BatchNorm statistics -> one
 # self-training round of 500 iterations on pseudo labels made with spatial priors (CBST-SP) and flip averaging;
@@ -26,7 +26,7 @@ echo "training precision: $AMP"
 # The benchmark's protocol (bench/synthetic_ablation.py defaults, preset synthetic-bench) at width 0.375, so
 # that both models in fp32 and int8 fit the 25 MB budget of models/.
 ROWS=(prior cr cr+jal-wtm cr+jal-wtm+sp+flip+ssl1)
-[ "${SAME_BUDGET:-0}" = 1 ] && ROWS+=(source-only adabn oracle)
+[ "${SAME_BUDGET:-0}" = 1 ] && ROWS+=(source-only adabn jal-wtm cr+sp+flip+ssl1 oracle)
 python bench/synthetic_ablation.py --out "$WORK" --seeds 0 --rows "${ROWS[@]}" --eval-seed 2718 \
   --pretrain-iters 16000 --pretrain-eval-every 2000 --set model.width=0.375 "${MIXED[@]}"
 # the comparison model: plain (no colour randomisation) source-only, 8000 + 500 iterations, fp32
