@@ -63,7 +63,7 @@ from training.engine import Trainer
 from training.evaluate import evaluate
 from training.pseudo_labels import PseudoLabelOptions
 from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
-from training.self_training import self_train
+from training.self_training import RoundInterrupted, self_train
 
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method,
@@ -143,11 +143,15 @@ def _result(run_dir: Path, report_only: bool, produce, name: str = "result.json"
         return json.loads(done.read_text())
     if report_only:
         return None
-    result = produce()
-    if result.get("status", "finished") == "finished":
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(done, json.dumps(result, indent=1))  # atomic: seeds running side by side read these
+    result = produce()  # raises Interrupted after a Ctrl-C
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(done, json.dumps(result, indent=1))  # atomic: seeds running side by side read these
     return result
+
+
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C (its last checkpoint saved): the bench stops instead of going on to the rows that
+    start from it; the same command resumes."""
 
 
 def _evals(run_dir: Path) -> list[tuple[int, float]]:
@@ -170,6 +174,8 @@ def train(out: Path, overrides: dict, preset: str, report_only: bool = False) ->
         trainer = Trainer(resolve(preset, overrides), out, resume=(out / "checkpoints" / "last.pth").is_file(),
                           progress=sys.stderr.isatty())
         summary = trainer.run()  # its seconds count every process of a resumed run
+        if summary["status"] != "finished":  # Ctrl-C: nothing may build on a half-trained run
+            raise Interrupted(out)
         return {"evals": _evals(out), "seconds": summary["seconds"], "status": summary["status"],
                 "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
     return _result(out, report_only, produce)
@@ -202,8 +208,11 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
     labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
     def produce() -> dict:
         start = time.perf_counter()
-        summaries = self_train(adapted, rounds_dir, rounds, preset, overrides,
-                               pseudo, progress=False, log=lambda *_: None)
+        try:
+            summaries = self_train(adapted, rounds_dir, rounds, preset, overrides,
+                                   pseudo, progress=False, log=lambda *_: None)
+        except RoundInterrupted:
+            raise Interrupted(rounds_dir) from None
         train_dir = rounds_dir / f"round{rounds}" / "train"
         model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
         return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start, "status": "finished",
@@ -394,7 +403,13 @@ def main(argv: list[str] | None = None) -> int:
         write_text(saved, json.dumps(asdict(p), indent=1))
     data = ensure_data(args.out / "data", p)
     start = time.perf_counter()
-    per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report) for seed in args.seeds}
+    try:
+        per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report)
+                    for seed in args.seeds}
+    except Interrupted as e:
+        print(f"interrupted in {e.args[0]} (its last checkpoint is saved): run the same command again to resume",
+              file=sys.stderr)
+        return 130
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)
     variant = "" if p.label_shift else ", target without label shift"
     header = (f"Synthetic benchmark ({p.preset}{variant}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "

@@ -3,12 +3,15 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from jal_deploy.datasets import find_samples, read_label
 from jal_deploy.datasets.writers import write_image, write_raw_label
 from jal_deploy.labels import TRAINID_TO_ID
@@ -85,6 +88,25 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert kept["rows"] == summary["rows"] and kept["per_seed"] == summary["per_seed"]
     other = _bench(tmp_path, "--seeds", "0", "--rows", *rows, "--adapt-iters", "5")
     assert other.returncode != 0 and "another protocol" in other.stderr
+
+
+def test_ctrl_c_stops_the_bench_before_a_row_builds_on_the_half_trained_pretraining(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench/synthetic_ablation.py"), "--out", str(tmp_path), "--quick", "--threads",
+           "1", "--seeds", "0", "--rows", "source-only", "adabn", "--pretrain-iters", "2000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    pre = tmp_path / "seed0" / "pretrain"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (pre / "train.csv").is_file():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "run the same command again to resume" in err and "Traceback" not in err
+    state = torch.load(pre / "checkpoints" / "last.pth", weights_only=True)
+    assert 1 <= state["iteration"] < 2000 and not (pre / "result.json").exists()
+    assert not (tmp_path / "seed0" / "source-only").exists() and not (tmp_path / "seed0" / "adabn").exists()
+    assert not (pre / "target_stats.json").exists()
 
 
 def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
