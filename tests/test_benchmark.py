@@ -3,10 +3,8 @@ import csv
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,8 @@ from jal_deploy.datasets import find_samples, read_label
 from jal_deploy.datasets.writers import write_image, write_raw_label
 from jal_deploy.labels import TRAINID_TO_ID
 from training.baselines import layout_prior, prior_scores
+
+from tests.test_training import ctrl_c_once_training
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,15 +93,9 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
 def test_ctrl_c_stops_the_bench_before_a_row_builds_on_the_half_trained_pretraining(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench/synthetic_ablation.py"), "--out", str(tmp_path), "--quick", "--threads",
            "1", "--seeds", "0", "--rows", "source-only", "adabn", "--pretrain-iters", "2000"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     pre = tmp_path / "seed0" / "pretrain"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (pre / "train.csv").is_file():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err[-2000:]
+    returncode, _, err = ctrl_c_once_training(cmd, pre / "train.csv", cwd=ROOT)
+    assert returncode == 130, err[-2000:]
     assert "run the same command again to resume" in err and "Traceback" not in err
     state = torch.load(pre / "checkpoints" / "last.pth", weights_only=True)
     assert 1 <= state["iteration"] < 2000 and not (pre / "result.json").exists()

@@ -130,6 +130,19 @@ def test_unknown_key_wrong_type_and_missing_init_are_named(synth_root, tmp_path)
     assert result.exit_code == 1 and "DeepLab_resnet_pretrained_init-f81d91e8.pth" in result.output
 
 
+def ctrl_c_once_training(args: list[str], train_csv: Path, **popen) -> tuple[int, str, str]:
+    """Run `args`, press Ctrl-C a second after its first training log row, and wait for it to stop:
+    (exit status, stdout, stderr)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    deadline = time.time() + 120
+    while time.time() < deadline and not train_csv.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
 def test_ctrl_c_saves_and_resume_finishes(synth_root, tmp_path):
     out = tmp_path / "int"
     args = [sys.executable, "-m", "training.cli", "--preset", "synthetic-tiny", "--out", str(out), "--no-progress",
@@ -138,14 +151,9 @@ def test_ctrl_c_saves_and_resume_finishes(synth_root, tmp_path):
             "--set", "data.source_size=96x48", "--set", "data.target_size=96x48", "--set", "data.crop=",
             "--set", "data.scale=", "--set", "data.workers=0", "--set", "model.width=0.125",
             "--set", "run.log_every=1", "--set", "run.tensorboard=false", "--set", "data.val_limit=2"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (out / "train.csv").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130, output
+    returncode, stdout, stderr = ctrl_c_once_training(args, out / "train.csv")
+    output = stdout + stderr
+    assert returncode == 130, output
     assert "Continue with: jal-train --out" in output and "Traceback" not in output
     state = torch.load(out / "checkpoints/last.pth", weights_only=True)
     assert 1 <= state["iteration"] < 400
