@@ -135,11 +135,11 @@ def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> 
     return evaluate(trainer.model, DataLoader(ds, batch_size=1), "19", ["19"], trainer.device)["19"]["miou"]
 
 
-def target_stats_score(pre_dir: Path, overrides: dict, preset: str, frames: int) -> dict:
-    """A finished pretraining scored on the target val with BatchNorm statistics re-estimated on `frames`
-    unlabelled target train frames and no training step (AdaBN as published). The `adabn` and `cr` rows add 500
-    iterations to that; this row tells what the statistics do by themselves. One model, so no mean over
-    evaluations. Returns the frames, the mIoU % and the IoU % per class."""
+def pretraining_score(pre_dir: Path, overrides: dict, preset: str, frames: int) -> dict:
+    """A finished pretraining's last checkpoint scored on the target val with no training step: with BatchNorm
+    statistics re-estimated on `frames` unlabelled target train frames (AdaBN as published; the `adabn` and `cr`
+    rows add 500 iterations to that, this tells what the statistics do by themselves), or with 0 its own source
+    statistics. One model, so no mean over evaluations. Returns the frames, the mIoU % and the IoU % per class."""
     ov = merge_overrides(overrides, {"model": {"init": str(pre_dir / "checkpoints" / "last.pth"), "bn_mode": "train",
                                                "target_bn_frames": frames}})
     with tempfile.TemporaryDirectory() as scratch:  # nothing is trained or saved: the folder stays empty

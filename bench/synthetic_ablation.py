@@ -33,6 +33,12 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
 Runs are resumable (a finished run keeps result.json; an interrupted one resumes from its last checkpoint) and
 any subset of rows and seeds can be run; the table is printed from whatever has finished.
 
+A second-stage study (another adaptation learning rate, length or val) need not repeat the pretrainings:
+`--pretrained DIR` starts every row from DIR's finished pretrainings and training frames, only reading them. Its
+protocol must match DIR's but for the second-stage fields (`SECOND_STAGE`). The scores of a pretraining itself
+(`cr@pretraining`, the `@pretraining` rows, `cr@source-val`) are then computed on this folder's val from the last
+checkpoint and kept here; `cr@pretraining` is one model then, not the mean of the pretraining's evaluations.
+
     python bench/synthetic_ablation.py --out runs/ablation                 # 3 seeds, every default row
     python bench/synthetic_ablation.py --out runs/ablation --seeds 0 --rows prior source-only jal-wtm oracle
     python bench/synthetic_ablation.py --out /tmp/q --quick                # seconds: the code path, no numbers
@@ -59,7 +65,7 @@ from training.pseudo_labels import PseudoLabelOptions
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method,
                            self_training_stages)
-from ablation_runs import (Interrupted, last_k_score, selection, self_training, source_val_miou, target_stats_score,
+from ablation_runs import (Interrupted, last_k_score, pretraining_score, selection, self_training, source_val_miou,
                            train)
 from ablation_tables import merge_seeds, pseudo_line, selection_table, table
 
@@ -87,7 +93,30 @@ class Protocol:
     baseline_bn: str = "train"      # source-only and oracle continue with batch statistics (train) or frozen ones
     fda_beta: float = 0.01          # the +fda rows (FDA's published value)
     label_shift: bool = True        # False: target streets with the source's composition (`jal-data synth --no-label-shift`)
+    pretrained: str = ""            # another bench folder whose finished pretrainings the second stages start from
     overrides: tuple[str, ...] = ()
+
+
+# what a second-stage study may change while it starts from another folder's pretrainings (`--pretrained`)
+SECOND_STAGE = {"eval_seed", "eval_frames", "adapt_iters", "adapt_lr", "adapt_lr_wtm", "eval_every", "last_k",
+                "target_bn_frames", "baseline_bn", "fda_beta", "pretrained"}
+
+
+FIELD_HELP = {"pretrained": "a second-stage study: start every row from the finished pretrainings of this bench "
+                            "folder (read only; its protocol must match but for the second stage and the val)"}
+
+
+def check_pretrained(p: Protocol) -> None:
+    """Refuse pretrainings of another protocol: everything but the second stage must match the folder's."""
+    saved = Path(p.pretrained) / "protocol.json"
+    if not saved.is_file():
+        raise SystemExit(f"--pretrained {p.pretrained}: no protocol.json there (not a bench folder)")
+    theirs = {**asdict(Protocol()), **json.loads(saved.read_text())}
+    ours = json.loads(json.dumps(asdict(p)))
+    differ = sorted(k for k in ours if k not in SECOND_STAGE and theirs[k] != ours[k])
+    if differ:
+        raise SystemExit(f"--pretrained {p.pretrained}: its pretrainings had another {', '.join(differ)} "
+                         f"({', '.join(f'{k}={theirs[k]!r}' for k in differ)})")
 
 
 QUICK = dict(frames=8, frame_size=(128, 64), eval_frames=4, source_val_frames=4, pretrain_iters=3, adapt_iters=2,
@@ -112,7 +141,8 @@ def bn_policy(row: str, p: Protocol) -> dict:
 
 
 def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
-    """Training frames, the held-out target val and the held-out source frames, each generated once."""
+    """Training frames, the held-out target val and the held-out source frames, each generated once (with
+    `pretrained`, the training and source frames of that folder)."""
     trees = {
         "train": (p.data_seed, {"gta5": p.frames, "synthia": 0, "cs_train": p.frames, "cs_val": 0}),
         "eval": (p.eval_seed, {"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": p.eval_frames}),
@@ -121,6 +151,10 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     out = {}
     for name, (seed, counts) in trees.items():
         tree = root / f"{name}-seed{seed}"
+        theirs = Path(p.pretrained) / "data" / tree.name
+        if p.pretrained and name != "eval" and (theirs / "synth.json").is_file():
+            out[name] = theirs  # the very frames the pretrainings saw (only read)
+            continue
         if not (tree / "synth.json").is_file():
             generate(tree, seed=seed, counts=counts, size=p.frame_size, force=tree.exists(), progress=False,
                      label_shift=p.label_shift)
@@ -143,13 +177,20 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         prior = layout_prior(train_tree / "gta5", "gta5")
         scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
     pre_runs = {"source-only": "pretrain", "oracle": "pretrain-oracle"}
+    pre_root = Path(p.pretrained or out) / f"seed{seed}"  # another folder's pretrainings are only read
 
     def pretraining(row: str) -> tuple[str, Path, dict]:
         """The method, folder and data options of the first stage a row starts from."""
         method = "oracle" if row == "oracle" else "source-only"
         if colour_randomised(row):
-            return method, out / f"seed{seed}" / f"{pre_runs[method]}-cr", CR_DATA
-        return method, out / f"seed{seed}" / pre_runs[method], {}
+            return method, pre_root / f"{pre_runs[method]}-cr", CR_DATA
+        return method, pre_root / pre_runs[method], {}
+
+    def kept(path: Path, produce):
+        """A score computed once and kept in `path` (None with `report_only` until then)."""
+        if not path.is_file() and not report_only:
+            write_text(path, json.dumps(produce()))
+        return json.loads(path.read_text()) if path.is_file() else None
 
     def second_stage(row: str) -> dict:
         _, pre_dir, data_options = pretraining(row)
@@ -171,18 +212,27 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             # a checkpoint at every evaluation: a long pretraining that is stopped resumes there
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
-        pre_res = train(pre_dir, pre, p.preset, report_only)
+        pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained))
         if pre_res is None:
+            if p.pretrained and not report_only:
+                print(f"seed {seed} {row}: skipped, {pre_dir} has not finished its pretraining", file=sys.stderr)
             continue
+        # scores of the pretraining itself: kept beside it, or in this folder when it is another folder's (this
+        # folder's val may be another)
+        scores_dir = out / f"seed{seed}" / pre_dir.name if p.pretrained else pre_dir
         if colour_randomised(row):  # colour randomisation alone: its own source statistics, no target image
-            scores["cr@pretraining"] = last_k_score(pre_res, p.last_k)[0]
+            if p.pretrained:  # its evaluations scored the other folder's val: the last checkpoint on this one
+                own = kept(scores_dir / "own_stats.json", lambda: pretraining_score(pre_dir, pre, p.preset, 0))
+                if own is not None:
+                    scores["cr@pretraining"] = own["miou"]
+            else:
+                scores["cr@pretraining"] = last_k_score(pre_res, p.last_k)[0]
         if row in ADAPT_ROWS and p.target_bn_frames:  # the pretraining with target statistics, not trained further
             stats_row = ("cr+" if colour_randomised(row) else "") + "adabn@pretraining"
-            cached = pre_dir / "target_stats.json"
-            if not cached.is_file() and not report_only:
-                write_text(cached, json.dumps(target_stats_score(pre_dir, pre, p.preset, p.target_bn_frames)))
-            if cached.is_file():
-                scores[stats_row] = json.loads(cached.read_text())["miou"]
+            stats = kept(scores_dir / "target_stats.json",
+                         lambda: pretraining_score(pre_dir, pre, p.preset, p.target_bn_frames))
+            if stats is not None:
+                scores[stats_row] = stats["miou"]
         run_dir = out / f"seed{seed}" / row
         ov = second_stage(row)
         if "+ssl" in row:
@@ -214,11 +264,10 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
         if row in SOURCE_VAL:  # how well the network segments its own domain: the size of the gap
             # cr's own run is evaluated with target statistics, so its pretraining is scored (on plain source frames)
             where, where_ov = (run_dir, ov) if row == "source-only" else (pre_dir, pre)
-            cached = where / "source_val.json"
-            if not cached.is_file() and not report_only:
-                write_text(cached, json.dumps(100 * source_val_miou(where, where_ov, p.preset, data["source-val"])))
-            if cached.is_file():
-                scores[f"{row}@source-val"] = json.loads(cached.read_text())
+            score = kept((run_dir if row == "source-only" else scores_dir) / "source_val.json",
+                         lambda: 100 * source_val_miou(where, where_ov, p.preset, data["source-val"]))
+            if score is not None:
+                scores[f"{row}@source-val"] = score
     return {"scores": scores, "info": info, "selection": selections}
 
 
@@ -254,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name != "overrides":
             kind = type(default) if not isinstance(default, tuple) else str
             ap.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
-                            help=f"protocol value (default {default if not isinstance(default, tuple) else 'x'.join(map(str, default))})")
+                            help=FIELD_HELP.get(name, f"protocol value (default {default if not isinstance(default, tuple) else 'x'.join(map(str, default))})"))
     ap.add_argument("--set", dest="sets", nargs="*", default=[], help="extra key=value overrides for every run")
     args = ap.parse_args(argv)
     p = Protocol(**(QUICK if args.quick else {}))
@@ -263,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and name != "overrides":
             setattr(p, name, _protocol_value(getattr(p, name), value))
     p.overrides = tuple(p.overrides) + tuple(args.sets)
+    if p.pretrained:
+        check_pretrained(p)
     if {"source-only", "oracle"} - set(args.rows) and set(args.rows) & set(ADAPT_ROWS):
         print("note: gap closed needs the source-only and oracle rows", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -90,6 +90,31 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert other.returncode != 0 and "another protocol" in other.stderr
 
 
+def test_second_stage_study_starts_from_another_folders_pretrainings_and_only_reads_them(tmp_path):
+    first, study = tmp_path / "first", tmp_path / "study"
+    assert _bench(first, "--seeds", "0", "--rows", "source-only", "cr").returncode == 0
+    before = {f: f.stat().st_mtime_ns for f in first.rglob("*")}
+    result = _bench(study, "--seeds", "0", "--rows", "cr", "cr+jal-wtm", "--pretrained", str(first),
+                    "--adapt-lr", "0.001", "--eval-seed", "77")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert {f: f.stat().st_mtime_ns for f in first.rglob("*")} == before  # nothing there written or retrained
+    assert not (study / "seed0" / "pretrain-cr" / "checkpoints").exists()
+    assert sorted(d.name for d in (study / "data").iterdir()) == ["eval-seed77"]  # the training frames are first's
+    config = json.loads((study / "seed0" / "cr+jal-wtm" / "config.json").read_text())
+    assert config["model"]["init"] == str(first / "seed0" / "pretrain-cr" / "checkpoints" / "last.pth")
+    assert config["optim"]["lr"] == 0.001 and config["data"]["source_root"].startswith(str(first / "data"))
+    assert config["data"]["val_root"] == str(study / "data" / "eval-seed77" / "cityscapes")
+    # the pretraining's own scores, on this folder's val and kept here
+    rows = json.loads((study / "summary.json").read_text())["rows"]
+    kept = study / "seed0" / "pretrain-cr"
+    assert rows["cr@pretraining"]["mean"] == json.loads((kept / "own_stats.json").read_text())["miou"]
+    assert rows["cr+adabn@pretraining"]["mean"] == json.loads((kept / "target_stats.json").read_text())["miou"]
+    assert (kept / "source_val.json").is_file()
+    other = _bench(tmp_path / "other", "--seeds", "0", "--rows", "cr", "--pretrained", str(first),
+                   "--pretrain-iters", "5")
+    assert other.returncode != 0 and "pretrain_iters" in other.stderr and "Traceback" not in other.stderr
+
+
 def test_ctrl_c_stops_the_bench_before_a_row_builds_on_the_half_trained_pretraining(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench/synthetic_ablation.py"), "--out", str(tmp_path), "--quick", "--threads",
            "1", "--seeds", "0", "--rows", "source-only", "adabn", "--pretrain-iters", "2000"]
