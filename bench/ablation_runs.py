@@ -31,7 +31,7 @@ class Interrupted(Exception):
     start from it; the same command resumes."""
 
 
-def _result(run_dir: Path, report_only: bool, produce, name: str = "result.json") -> dict | None:
+def cached_result(run_dir: Path, report_only: bool, produce, name: str = "result.json"):
     """A run's cached `name` (result.json) when it has finished; else None with `report_only`, else `produce()`,
     kept (`produce` raises Interrupted for a run that did not finish)."""
     done = run_dir / name
@@ -69,7 +69,7 @@ def train(out: Path, overrides: dict, preset: str, report_only: bool = False) ->
             raise Interrupted(out)
         return {"evals": _evals(out), "seconds": summary["seconds"], "status": summary["status"],
                 "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
-    return _result(out, report_only, produce)
+    return cached_result(out, report_only, produce)
 
 
 def _disc_stats(train_csv: Path, tail: int = 10) -> dict:
@@ -109,7 +109,7 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
         return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start, "status": "finished",
                 "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
                 "pseudo": summaries[-1]["pseudo"]}
-    return _result(run_dir, report_only, produce)
+    return cached_result(run_dir, report_only, produce)
 
 
 def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: bool) -> dict | None:
@@ -124,7 +124,7 @@ def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: b
         return {"snapshots": len(snaps), **{k: {"iteration": r["iteration"], "miou": 100 * r["miou"]}
                                            for k, r in picks.items()}}
     no_snapshots = not (snapshots_dir / "checkpoints").is_dir()
-    return _result(run_dir, report_only or no_snapshots, produce, name="selection.json")
+    return cached_result(run_dir, report_only or no_snapshots, produce, name="selection.json")
 
 
 def source_val_miou(run_dir: Path, overrides: dict, preset: str, tree: Path) -> float:

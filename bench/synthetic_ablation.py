@@ -65,8 +65,8 @@ from training.pseudo_labels import PseudoLabelOptions
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method,
                            self_training_stages)
-from ablation_runs import (Interrupted, last_k_score, pretraining_score, selection, self_training, source_val_miou,
-                           train)
+from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
+                           source_val_miou, train)
 from ablation_tables import merge_seeds, pseudo_line, selection_table, table
 
 
@@ -106,12 +106,17 @@ FIELD_HELP = {"pretrained": "a second-stage study: start every row from the fini
                             "folder (read only; its protocol must match but for the second stage and the val)"}
 
 
+def saved_protocol(path: Path) -> dict:
+    """A folder's protocol.json; a protocol saved before a field existed had that field's default."""
+    return {**asdict(Protocol()), **json.loads(path.read_text())}
+
+
 def check_pretrained(p: Protocol) -> None:
     """Refuse pretrainings of another protocol: everything but the second stage must match the folder's."""
     saved = Path(p.pretrained) / "protocol.json"
     if not saved.is_file():
         raise SystemExit(f"--pretrained {p.pretrained}: no protocol.json there (not a bench folder)")
-    theirs = {**asdict(Protocol()), **json.loads(saved.read_text())}
+    theirs = saved_protocol(saved)
     ours = json.loads(json.dumps(asdict(p)))
     differ = sorted(k for k in ours if k not in SECOND_STAGE and theirs[k] != ours[k])
     if differ:
@@ -188,9 +193,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
 
     def kept(path: Path, produce):
         """A score computed once and kept in `path` (None with `report_only` until then)."""
-        if not path.is_file() and not report_only:
-            write_text(path, json.dumps(produce()))
-        return json.loads(path.read_text()) if path.is_file() else None
+        return cached_result(path.parent, report_only, produce, name=path.name)
 
     def second_stage(row: str) -> dict:
         _, pre_dir, data_options = pretraining(row)
@@ -318,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         print("note: gap closed needs the source-only and oracle rows", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     saved = args.out / "protocol.json"
-    # a protocol saved before a field existed had that field's default
-    if saved.is_file() and {**asdict(Protocol()), **json.loads(saved.read_text())} != json.loads(json.dumps(asdict(p))):
+    if saved.is_file() and saved_protocol(saved) != json.loads(json.dumps(asdict(p))):
         raise SystemExit(f"{args.out} holds runs of another protocol ({saved}): use another --out")
     if not saved.is_file():  # atomic: processes running other seeds side by side read it
         write_text(saved, json.dumps(asdict(p), indent=1))
