@@ -67,7 +67,7 @@ def train(out: Path, overrides: dict, preset: str, report_only: bool = False) ->
         summary = trainer.run()  # its seconds count every process of a resumed run
         if summary["status"] != "finished":  # Ctrl-C: nothing may build on a half-trained run
             raise Interrupted(out)
-        return {"evals": _evals(out), "seconds": summary["seconds"], "status": summary["status"],
+        return {"evals": _evals(out), "seconds": summary["seconds"],
                 "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
     return cached_result(out, report_only, produce)
 
@@ -106,7 +106,7 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
             raise Interrupted(rounds_dir) from None
         train_dir = rounds_dir / f"round{rounds}" / "train"
         model, _ = load_trained(train_dir / "checkpoints" / "last.pth")
-        return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start, "status": "finished",
+        return {"evals": _evals(train_dir), "seconds": time.perf_counter() - start,
                 "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
                 "pseudo": summaries[-1]["pseudo"]}
     return cached_result(run_dir, report_only, produce)

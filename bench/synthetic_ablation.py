@@ -331,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = {seed: run_seed(seed, args.rows, p, args.out, data, args.threads, args.report)
                     for seed in args.seeds}
     except Interrupted as e:
-        print(f"interrupted in {e.args[0]} (its last checkpoint is saved): run the same command again to resume",
+        print(f"interrupted in {e.args[0]} (what it finished is saved): run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside a training loop (scoring, data): every result is written whole or not at all
+        print(f"interrupted: the finished runs in {args.out} are kept; run the same command again to resume",
               file=sys.stderr)
         return 130
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)

@@ -1,6 +1,10 @@
 """Pseudo labels (class-balanced thresholds, Cityscapes tree, resume, precision), self-training, rounds, presets."""
 import json
+import os
 import shutil
+import signal
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -9,6 +13,7 @@ from click.testing import CliRunner
 
 from jal_deploy.datasets import check_tree, find_samples, read_label, read_raw_label
 from jal_deploy.labels import IGNORE
+from jal_deploy.synth import generate
 from tests.test_training import read_rows, tiny_cfg
 from training.checkpoints import load_trained
 from training.cli import main as train_main
@@ -17,7 +22,7 @@ from training.engine import Trainer, TrainingError
 from training.evaluate import deployed_output
 from training.pseudo_labels import (N_BINS, PseudoLabelError, PseudoLabelOptions, class_thresholds,
                                     make_pseudo_labels)
-from training.self_training import self_train
+from training.self_training import RoundInterrupted, self_train
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -31,6 +36,31 @@ def adapted(synth_root, tmp_path_factory):
     with torch.no_grad():
         trainer.model.wtm2.conv.weight.add_(0.05 * torch.randn_like(trainer.model.wtm2.conv.weight))
     return trainer.save("adapted.pth")
+
+
+@pytest.fixture(scope="module")
+def many_targets(tmp_path_factory):
+    """A Cityscapes-format target tree of 40 train frames: enough that writing its pseudo labels takes a while."""
+    root = tmp_path_factory.mktemp("many")
+    generate(root, seed=1, counts={"gta5": 0, "synthia": 0, "cs_train": 40, "cs_val": 0}, size=(128, 64),
+             progress=False, workers=1)
+    return root / "cityscapes"
+
+
+def ctrl_c_once_written(folder, pattern: str = "*_gtFine_labelIds.png") -> threading.Thread:
+    """Press Ctrl-C (a real SIGINT to this process) as soon as a file matching `pattern` appears under `folder`."""
+    def watch():
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(folder.rglob(pattern)):
+            time.sleep(0.001)
+        os.kill(os.getpid(), signal.SIGINT)
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def labels_in(folder) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*_gtFine_labelIds.png"))}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +156,43 @@ def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, tmp_pa
     assert "precision" in result.output and "road" in result.output and "method.self_training=true" in result.output
     saved = json.loads((out / "pseudo_labels.json").read_text())
     assert saved["command"].startswith("jal-train pseudo-label") and "--percentile 40.0" in saved["command"]
+
+
+def test_ctrl_c_while_writing_pseudo_labels_keeps_the_written_files_and_exits_130(adapted, many_targets, tmp_path):
+    out = tmp_path / "pl"
+    args = ["pseudo-label", str(adapted), "--target", str(many_targets), "--out", str(out), "--no-progress"]
+    watcher = ctrl_c_once_written(out)
+    try:
+        result = CliRunner().invoke(train_main, args)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
+    watcher.join()
+    assert result.exit_code == 130, result.output
+    assert "run the same command again to resume" in result.output and "Traceback" not in result.output
+    written = labels_in(out)
+    assert 1 <= len(written) < 40 and json.loads((out / "pseudo_labels.json").read_text())["status"] == "writing"
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    assert len(labels_in(out)) == 40 and all(p.stat().st_mtime_ns == t for p, t in written.items())
+
+
+def test_ctrl_c_while_a_round_writes_its_pseudo_labels_stops_the_round_resumably(synth_root, adapted, many_targets,
+                                                                                   tmp_path):
+    overrides = {"optim": {"iters": 1}, "run": {"save_every": 1, "eval_every": 1},
+                 "data": {"target_root": str(many_targets), "val_root": str(synth_root / "cityscapes")}}
+    pseudo_dir = tmp_path / "ssl" / "round1" / "pseudo"
+    watcher = ctrl_c_once_written(pseudo_dir)
+    try:
+        with pytest.raises(RoundInterrupted, match="pseudo labels .* run the same command again"):
+            self_train(adapted, tmp_path / "ssl", rounds=1, overrides=overrides, **QUIET)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
+    watcher.join()
+    written = labels_in(pseudo_dir)
+    assert 1 <= len(written) < 40 and not (tmp_path / "ssl" / "round1" / "train").exists()
+    summary = self_train(adapted, tmp_path / "ssl", rounds=1, overrides=overrides, **QUIET)[0]
+    assert len(labels_in(pseudo_dir)) == 40 and all(p.stat().st_mtime_ns == t for p, t in written.items())
+    assert 0 < summary["pseudo"]["kept_total"] < 1 and (tmp_path / "ssl" / "round1" / "round.json").is_file()
 
 
 @pytest.mark.parametrize("method,expected", [

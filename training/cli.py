@@ -235,6 +235,10 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
                            progress=not no_progress, command=command, log=click.echo)
     except (PseudoLabelError, DatasetError, CheckpointError, ValueError) as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt:  # each file is written atomically: the ones on disk are whole and are skipped next time
+        click.echo(f"interrupted: the pseudo labels written to {out} are kept; run the same command again to resume",
+                   err=True)
+        sys.exit(130)
     click.echo(f"Wrote {out} (thresholds and statistics in {out}/pseudo_labels.json). Next: train on it with\n"
                f"  jal-train --preset PRESET --out RUN --set method.self_training=true --set data.target_labels={out} "
                f"--set model.init={checkpoint}")

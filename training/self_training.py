@@ -21,7 +21,8 @@ from .synthetic import ensure_synthetic
 
 
 class RoundInterrupted(RuntimeError):
-    """Ctrl-C during a round's training: its last checkpoint is saved; the same command resumes."""
+    """Ctrl-C during a round: its pseudo labels written so far and its last checkpoint are kept; the same
+    command resumes."""
 
 
 _ROOTS = ("source_root", "source_list", "target_root", "target_list", "val_root", "synthetic_dir")
@@ -69,8 +70,12 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
         opts = options or PseudoLabelOptions()
         opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size))
         log(f"round {k}: pseudo labels from {model}")
-        pseudo = make_pseudo_labels(model, d.target_root, folder / "pseudo", opts, progress=progress,
-                                    command=f"self-train round {k}", log=log)
+        try:
+            pseudo = make_pseudo_labels(model, d.target_root, folder / "pseudo", opts, progress=progress,
+                                        command=f"self-train round {k}", log=log)
+        except KeyboardInterrupt:  # each file is written atomically, so the ones on disk are whole and kept
+            raise RoundInterrupted(f"round {k} interrupted while writing its pseudo labels in {folder / 'pseudo'} "
+                                   "(the files written are kept); run the same command again to resume") from None
         run_dir = folder / "train"
         last = run_dir / "checkpoints" / "last.pth"
         finished = last.is_file() and read_checkpoint(last)["iteration"] >= cfg.last_iteration
