@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from jal_deploy.atomic import write_text
-from training.checkpoints import load_trained
+from training.checkpoints import load_trained, read_checkpoint
 from training.config import merge_overrides, resolve
 from training.data import Augment, SegmentationDataset
 from training.engine import Trainer
@@ -62,9 +62,12 @@ def train(out: Path, overrides: dict, preset: str, report_only: bool = False) ->
     each resumed from), discriminator stats, WTM drift.
     With `report_only`, None for a run that has not finished (nothing is trained)."""
     def produce() -> dict:
-        trainer = Trainer(resolve(preset, overrides), out, resume=(out / "checkpoints" / "last.pth").is_file(),
-                          progress=sys.stderr.isatty())
-        summary = trainer.run()  # its seconds count every process of a resumed run
+        cfg, last = resolve(preset, overrides), out / "checkpoints" / "last.pth"
+        trainer = Trainer(cfg, out, resume=last.is_file(), progress=sys.stderr.isatty())
+        if trainer.iteration >= cfg.last_iteration:  # trained to the end, stopped before result.json was written
+            summary = {"status": "finished", "seconds": read_checkpoint(last).get("seconds", 0.0)}
+        else:
+            summary = trainer.run()  # its seconds count every process of a resumed run
         if summary["status"] != "finished":  # Ctrl-C: nothing may build on a half-trained run
             raise Interrupted(out)
         return {"evals": _evals(out), "seconds": summary["seconds"],

@@ -79,9 +79,18 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
         best = picks[row]["best-by-labels"]["miou"]
         assert all(v["miou"] <= best for k, v in picks[row].items() if k != "snapshots")
     assert "label-free selection" in first.stdout and "best-by-labels" in first.stdout
+    killed = tmp_path / "seed0" / "jal-wtm" / "result.json"  # as if killed after its last save, before this file
+    lost, last = json.loads(killed.read_text()), tmp_path / "seed0" / "jal-wtm" / "checkpoints" / "last.pth"
+    killed.unlink()
+    saved_at = last.stat().st_mtime_ns
     again = _bench(tmp_path, "--seeds", "0", "--rows", *rows)  # everything finished: nothing retrains
-    assert again.returncode == 0 and "iter " not in again.stdout
-    assert json.loads((tmp_path / "summary.json").read_text())["rows"] == summary["rows"]
+    assert again.returncode == 0 and "iter " not in again.stdout, again.stderr[-2000:]
+    rebuilt = json.loads(killed.read_text())
+    assert rebuilt["evals"] == lost["evals"] and abs(rebuilt["seconds"] - lost["seconds"]) < 5
+    assert last.stat().st_mtime_ns == saved_at
+    rerun = json.loads((tmp_path / "summary.json").read_text())
+    assert rerun["rows"] == summary["rows"]
+    summary = rerun  # the same but the rebuilt run's wall seconds (those of its last save)
     subset = _bench(tmp_path, "--seeds", "0", "--rows", "prior", "oracle", "--report")  # a table of two rows ...
     assert subset.returncode == 0 and "\njal-wtm " not in subset.stdout and "\noracle " in subset.stdout
     kept = json.loads((tmp_path / "summary.json").read_text())  # ... keeps every finished row in the file
@@ -292,3 +301,30 @@ def test_label_statistics_place_a_models_predictions_and_its_confidence(synth_ro
     assert last[0].endswith("/run") and "entropy on target / source images" in out.stdout
     _, h_target2, h_source2 = ls.predictions(ckpt, synth_root, limit=2)  # the row prints what the function gives
     assert float(last[-3]) == pytest.approx(h_target2, abs=6e-4) and float(last[-1]) == pytest.approx(h_source2, abs=6e-4)
+
+
+def test_coarse_to_fine_pretraining_trains_at_half_size_then_full_size_and_scores_each_run(tmp_path):
+    cmd = [sys.executable, str(ROOT / "bench/coarse_to_fine.py"), "--out", str(tmp_path), "--quick", "--threads", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = {name: json.loads((tmp_path / name / "config.json").read_text())
+              for name in ("full", "coarse", "coarse+fine")}
+    w, h = config["full"]["data"]["source_size"]
+    assert config["coarse"]["data"]["source_size"] == config["coarse"]["data"]["target_size"] == [w // 2, h // 2]
+    assert config["coarse+fine"]["data"]["source_size"] == [w, h]
+    assert config["coarse+fine"]["model"]["init"] == str(tmp_path / "coarse" / "checkpoints" / "last.pth")
+    assert all(c["data"]["rand_conv"] and c["method"]["name"] == "source-only" for c in config.values())
+    assert [config[n]["optim"]["iters"] for n in config] == [4, 4, 2]
+    minutes = {}
+    for name in config:
+        scores = json.loads((tmp_path / name / "scores.json").read_text())
+        assert all(0 <= scores[k] <= 100 for k in ("source_val", "dev_own_stats", "dev_target_stats"))
+        assert len(scores["per_class"]) == 19
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {name} |"))
+        minutes[name] = float(row.split("|")[4])
+    seconds = {name: json.loads((tmp_path / name / "result.json").read_text())["seconds"] for name in config}
+    assert minutes["coarse"] == pytest.approx(seconds["coarse"] / 60, abs=0.006)
+    assert minutes["coarse+fine"] == pytest.approx((seconds["coarse"] + seconds["coarse+fine"]) / 60, abs=0.006)
+    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)  # all finished: no training
+    assert again.returncode == 0 and "iter " in result.stdout and "iter " not in again.stdout
+    assert again.stdout.split("Colour-randomised")[1] == result.stdout.split("Colour-randomised")[1]
