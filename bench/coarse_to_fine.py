@@ -13,7 +13,8 @@ compares, on the benchmark's seed-0 frames and the preset's network, from scratc
 Each is scored on held-out *source* frames (the label-free criterion a pretraining can be chosen by: no target
 label) and on a development target val (`--dev-seed`, never the held-out one of the table) with its own
 statistics and with BatchNorm statistics re-estimated on 200 target train frames (AdaBN, no training step),
-with the wall minutes of its training. Runs resume; finished scores are kept.
+with the wall minutes of its training, beside the blind layout prior on the same val. Runs resume; finished
+scores are kept.
 
     python bench/coarse_to_fine.py --out runs/coarse-to-fine
     python bench/coarse_to_fine.py --out /tmp/c2f --quick           # seconds: the code path, no numbers
@@ -29,6 +30,7 @@ import torch
 
 from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
+from training.baselines import layout_prior, prior_scores
 from training.config import merge_overrides, parse_set, resolve
 
 # bench/, next to this script
@@ -115,6 +117,8 @@ def main() -> int:
     print("| run | iterations | size | minutes (with the coarse run) | source val | dev val, own statistics "
           "| dev val, target statistics | " + " / ".join(SWAPPED) + " |")
     print("|---|---|---|---|---|---|---|---|")
+    prior = 100 * prior_scores(layout_prior(data["train"] / "gta5", "gta5"), dev / "cityscapes").miou()
+    print(f"| prior (blind layout, never looks at an image) | | | | | {prior:.2f} | {prior:.2f} | |")
     for name, iters, size, minutes, s in table:
         swapped = " / ".join(f"{s['per_class'][c]:.0f}" for c in SWAPPED)
         print(f"| {name} | {iters} | {size} | {minutes:.2f} | {s['source_val']:.2f} | {s['dev_own_stats']:.2f} "

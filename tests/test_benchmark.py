@@ -322,6 +322,7 @@ def test_coarse_to_fine_pretraining_trains_at_half_size_then_full_size_and_score
         assert len(scores["per_class"]) == 19
         row = next(line for line in result.stdout.splitlines() if line.startswith(f"| {name} |"))
         minutes[name] = float(row.split("|")[4])
+    assert "| prior (blind layout" in result.stdout
     seconds = {name: json.loads((tmp_path / name / "result.json").read_text())["seconds"] for name in config}
     assert minutes["coarse"] == pytest.approx(seconds["coarse"] / 60, abs=0.006)
     assert minutes["coarse+fine"] == pytest.approx((seconds["coarse"] + seconds["coarse+fine"]) / 60, abs=0.006)
