@@ -29,7 +29,6 @@ from pathlib import Path
 import torch
 
 from jal_deploy.machine import cpu_summary
-from jal_deploy.synth import generate
 from training.baselines import layout_prior, prior_scores
 from training.config import merge_overrides, parse_set, resolve
 
@@ -95,18 +94,15 @@ def main() -> int:
         args.full_iters, args.coarse_iters, args.fine_iters = 4, 4, 2
     args.out.mkdir(parents=True, exist_ok=True)
     data = ensure_data(args.out / "data", p)
-    dev = args.out / "data" / f"dev-seed{args.dev_seed}"
-    if not (dev / "synth.json").is_file():
-        generate(dev, seed=args.dev_seed, counts={"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": p.eval_frames},
-                 size=p.frame_size, force=dev.exists(), progress=False, label_shift=p.label_shift)
-    table = []
+    dev = ensure_data(args.out / "data", replace(p, eval_seed=args.dev_seed))["eval"]  # a val like the held-out one
+    table, minutes = [], {}
     try:
         for name, overrides in runs(args, p, data, dev).items():
             result = train(args.out / name, overrides, p.preset)
             score = scores(args.out / name, overrides, p, data["source-val"])
             cfg = resolve(p.preset, overrides)
-            minutes = result["seconds"] / 60 + (table[1][3] if name == "coarse+fine" else 0)
-            table.append((name, cfg.optim.iters, "x".join(map(str, cfg.data.source_size)), minutes, score))
+            minutes[name] = result["seconds"] / 60 + (minutes["coarse"] if name == "coarse+fine" else 0)
+            table.append((name, cfg.optim.iters, "x".join(map(str, cfg.data.source_size)), minutes[name], score))
     except (Interrupted, KeyboardInterrupt):
         print(f"interrupted (what finished in {args.out} is kept): run the same command again to resume",
               file=sys.stderr)
