@@ -35,13 +35,9 @@ from training.config import merge_overrides, parse_set, resolve
 # bench/, next to this script
 from ablation_rows import CR_DATA
 from ablation_runs import Interrupted, cached_result, pretraining_score, source_val_miou, train
-from synthetic_ablation import QUICK, Protocol, ensure_data
+from synthetic_ablation import QUICK, Protocol, ensure_data, half_size
 
 SWAPPED = ("sidewalk", "building", "vegetation")  # the classes the target's colours exchange
-
-
-def half(size) -> list[int]:
-    return [max(1, size[0] // 2), max(1, size[1] // 2)]
 
 
 def runs(args, p: Protocol, data: dict[str, Path], dev: Path) -> dict[str, dict]:
@@ -55,7 +51,7 @@ def runs(args, p: Protocol, data: dict[str, Path], dev: Path) -> dict[str, dict]
                            parse_set(list(p.overrides)))
     full = resolve(p.preset, base).data.source_size
     every = lambda iters: {"eval_every": max(1, iters // 4), "save_every": max(1, iters // 4)}  # noqa: E731
-    coarse_size = {"source_size": half(full), "target_size": half(full)}
+    coarse_size = {"source_size": half_size(full), "target_size": half_size(full)}
     return {
         "full": merge_overrides(base, {"optim": {"iters": args.full_iters}, "run": every(args.full_iters)}),
         "coarse": merge_overrides(base, {"optim": {"iters": args.coarse_iters}, "data": coarse_size,

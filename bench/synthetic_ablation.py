@@ -59,7 +59,7 @@ from jal_deploy.atomic import write_text
 from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import generate
 from training.baselines import layout_prior, prior_scores
-from training.config import merge_overrides, parse_set
+from training.config import merge_overrides, parse_set, resolve
 from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
@@ -83,6 +83,7 @@ class Protocol:
     source_val_seed: int = 1000     # held-out source frames for the size of the gap
     source_val_frames: int = 100
     pretrain_iters: int = 2000
+    coarse_iters: int = 0           # > 0: every pretraining first runs this many iterations at half size (coarse-to-fine)
     adapt_iters: int = 500
     adapt_lr: float = 1e-2
     adapt_lr_wtm: float = 4e-3
@@ -103,7 +104,10 @@ SECOND_STAGE = {"eval_seed", "eval_frames", "adapt_iters", "adapt_lr", "adapt_lr
 
 
 FIELD_HELP = {"pretrained": "a second-stage study: start every row from the finished pretrainings of this bench "
-                            "folder (read only; its protocol must match but for the second stage and the val)"}
+                            "folder (read only; its protocol must match but for the second stage and the val)",
+              "coarse_iters": "coarse-to-fine pretraining: every pretraining (source-only, oracle, cr) first trains "
+                              "this many iterations at half the width and height, then --pretrain-iters at full size "
+                              "from there (default 0: full size only)"}
 
 
 def saved_protocol(path: Path) -> dict:
@@ -143,6 +147,21 @@ def bn_policy(row: str, p: Protocol) -> dict:
     if p.baseline_bn not in ("train", "frozen"):
         raise SystemExit(f"--baseline-bn must be train or frozen, got {p.baseline_bn!r}")
     return {"bn_mode": p.baseline_bn, "target_bn_frames": 0}
+
+
+def coarse_stage(pre: dict, p: Protocol) -> dict:
+    """The coarse part of a coarse-to-fine pretraining: `coarse_iters` at half the width and height of the
+    pretraining's own training size, the rest alike. An iteration there costs about a quarter, so the network
+    learns shape over more iterations for the same minutes; the full-size part that follows (initialised from it,
+    poly restarted) teaches the small classes, which need the resolution."""
+    data = resolve(p.preset, pre).data
+    return merge_overrides(pre, {"optim": {"iters": p.coarse_iters},
+                                 "data": {"source_size": half_size(data.source_size),
+                                          "target_size": half_size(data.target_size)}})
+
+
+def half_size(size) -> list[int]:
+    return [max(1, size[0] // 2), max(1, size[1] // 2)]
 
 
 def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
@@ -215,7 +234,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             # a checkpoint at every evaluation: a long pretraining that is stopped resumes there
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
-        pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained))
+        pre_res = None
+        if p.coarse_iters:  # the first part of the pretraining, at half size, in a folder of its own
+            coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
+            if train(coarse_dir, coarse_stage(pre, p), p.preset, report_only or bool(p.pretrained)) is not None:
+                pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
+                pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained))
+        else:
+            pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained))
         if pre_res is None:
             if p.pretrained and not report_only:
                 print(f"seed {seed} {row}: skipped, {pre_dir} has not finished its pretraining", file=sys.stderr)
@@ -340,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)
     variant = "" if p.label_shift else ", target without label shift"
+    coarse = f"{p.coarse_iters} at half size + " if p.coarse_iters else ""
     header = (f"Synthetic benchmark ({p.preset}{variant}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
-              f"mIoU % over seeds {args.seeds}; {p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
+              f"mIoU % over seeds {args.seeds}; {coarse}{p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
     sel_text = selection_table(per_seed, args.rows)

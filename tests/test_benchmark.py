@@ -99,6 +99,28 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert other.returncode != 0 and "another protocol" in other.stderr
 
 
+def test_coarse_to_fine_protocol_pretrains_every_baseline_at_half_size_first(tmp_path):
+    result = _bench(tmp_path, "--seeds", "0", "--rows", "prior", "source-only", "cr", "oracle", "--coarse-iters", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4 at half size + 3 pretraining" in result.stdout
+    seed = tmp_path / "seed0"
+    for pre in ("pretrain", "pretrain-oracle", "pretrain-cr"):  # every pretraining: the same budget for each row
+        coarse = json.loads((seed / f"{pre}-coarse" / "config.json").read_text())
+        fine = json.loads((seed / pre / "config.json").read_text())
+        assert coarse["optim"]["iters"] == 4 and fine["optim"]["iters"] == 3
+        assert coarse["data"]["source_size"] == [48, 24] and fine["data"]["source_size"] == [96, 48]  # QUICK: 96x48
+        assert coarse["data"]["target_size"] == [48, 24] and coarse["method"] == fine["method"]
+        assert coarse["data"].get("rand_conv", False) == (pre == "pretrain-cr")
+        assert fine["model"]["init"] == str(seed / f"{pre}-coarse" / "checkpoints" / "last.pth")
+    # the second stage starts from the full-size part, which started from the coarse one
+    assert json.loads((seed / "cr" / "config.json").read_text())["model"]["init"] == str(
+        seed / "pretrain-cr" / "checkpoints" / "last.pth")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["protocol"]["coarse_iters"] == 4 and "cr@source-val" in summary["rows"]
+    other = _bench(tmp_path, "--seeds", "0", "--rows", "prior", "--coarse-iters", "0")
+    assert other.returncode != 0 and "another protocol" in other.stderr
+
+
 def test_second_stage_study_starts_from_another_folders_pretrainings_and_only_reads_them(tmp_path):
     first, study = tmp_path / "first", tmp_path / "study"
     assert _bench(first, "--seeds", "0", "--rows", "source-only", "cr").returncode == 0
