@@ -35,7 +35,7 @@ from training.config import merge_overrides, parse_set, resolve
 # bench/, next to this script
 from ablation_rows import CR_DATA
 from ablation_runs import Interrupted, cached_result, pretraining_score, source_val_miou, train
-from synthetic_ablation import QUICK, Protocol, ensure_data, half_size
+from synthetic_ablation import QUICK, Protocol, coarse_stage, ensure_data
 
 SWAPPED = ("sidewalk", "building", "vegetation")  # the classes the target's colours exchange
 
@@ -49,13 +49,11 @@ def runs(args, p: Protocol, data: dict[str, Path], dev: Path) -> dict[str, dict]
                             "run": {"tensorboard": False, "seed": args.seed, "keep": 1,
                                     **({"threads": args.threads} if args.threads else {})}},
                            parse_set(list(p.overrides)))
-    full = resolve(p.preset, base).data.source_size
     every = lambda iters: {"eval_every": max(1, iters // 4), "save_every": max(1, iters // 4)}  # noqa: E731
-    coarse_size = {"source_size": half_size(full), "target_size": half_size(full)}
     return {
         "full": merge_overrides(base, {"optim": {"iters": args.full_iters}, "run": every(args.full_iters)}),
-        "coarse": merge_overrides(base, {"optim": {"iters": args.coarse_iters}, "data": coarse_size,
-                                         "run": every(args.coarse_iters)}),
+        "coarse": merge_overrides(coarse_stage(base, replace(p, coarse_iters=args.coarse_iters)),
+                                  {"run": every(args.coarse_iters)}),
         "coarse+fine": merge_overrides(base, {
             "optim": {"iters": args.fine_iters}, "run": every(args.fine_iters),
             "model": {"init": str(args.out / "coarse" / "checkpoints" / "last.pth")}}),

@@ -234,14 +234,12 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             # a checkpoint at every evaluation: a long pretraining that is stopped resumes there
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
-        pre_res = None
+        coarse_done = True
         if p.coarse_iters:  # the first part of the pretraining, at half size, in a folder of its own
             coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
-            if train(coarse_dir, coarse_stage(pre, p), p.preset, report_only or bool(p.pretrained)) is not None:
-                pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
-                pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained))
-        else:
-            pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained))
+            coarse_done = train(coarse_dir, coarse_stage(pre, p), p.preset, report_only or bool(p.pretrained)) is not None
+            pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
+        pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained)) if coarse_done else None
         if pre_res is None:
             if p.pretrained and not report_only:
                 print(f"seed {seed} {row}: skipped, {pre_dir} has not finished its pretraining", file=sys.stderr)
