@@ -1,9 +1,10 @@
 """Pseudo labels (class-balanced thresholds, Cityscapes tree, resume, precision), self-training, rounds, presets."""
 import json
-import os
+import re
 import shutil
 import signal
-import threading
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -22,7 +23,7 @@ from training.engine import Trainer, TrainingError
 from training.evaluate import deployed_output
 from training.pseudo_labels import (N_BINS, PseudoLabelError, PseudoLabelOptions, class_thresholds,
                                     make_pseudo_labels)
-from training.self_training import RoundInterrupted, self_train
+from training.self_training import self_train
 
 QUIET = {"progress": False, "log": lambda *_: None}
 
@@ -38,29 +39,30 @@ def adapted(synth_root, tmp_path_factory):
     return trainer.save("adapted.pth")
 
 
-MANY = 160
+MANY = 80
 
 
 @pytest.fixture(scope="module")
 def many_targets(tmp_path_factory):
-    """A Cityscapes-format target tree of MANY train frames: enough that writing its pseudo labels outlasts the
-    watcher's reaction on a loaded machine (40 frames were once all written before the Ctrl-C landed)."""
+    """A Cityscapes-format target tree of MANY train frames: writing their pseudo labels takes seconds, far longer
+    than the Ctrl-C of `ctrl_c_once_written` takes to land once the first file is there."""
     root = tmp_path_factory.mktemp("many")
     generate(root, seed=1, counts={"gta5": 0, "synthia": 0, "cs_train": MANY, "cs_val": 0}, size=(128, 64),
              progress=False, workers=1)
     return root / "cityscapes"
 
 
-def ctrl_c_once_written(folder, pattern: str = "*_gtFine_labelIds.png") -> threading.Thread:
-    """Press Ctrl-C (a real SIGINT to this process) as soon as a file matching `pattern` appears under `folder`."""
-    def watch():
-        deadline = time.time() + 120
-        while time.time() < deadline and not any(folder.rglob(pattern)):
-            time.sleep(0.001)
-        os.kill(os.getpid(), signal.SIGINT)
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
+def ctrl_c_once_written(args: list[str], folder, pattern: str = "*_gtFine_labelIds.png") -> tuple[int, str]:
+    """Run `args` as its own process and press Ctrl-C (a real SIGINT) as soon as a file matching `pattern` appears
+    under `folder`: (exit status, stdout + stderr). A separate process, so that nothing an earlier test left in
+    this one (threads, signal state, GIL scheduling) decides whether the Ctrl-C lands."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not any(folder.rglob(pattern)):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out + err
 
 
 def labels_in(folder) -> dict:
@@ -165,14 +167,9 @@ def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, tmp_pa
 def test_ctrl_c_while_writing_pseudo_labels_keeps_the_written_files_and_exits_130(adapted, many_targets, tmp_path):
     out = tmp_path / "pl"
     args = ["pseudo-label", str(adapted), "--target", str(many_targets), "--out", str(out), "--no-progress"]
-    watcher = ctrl_c_once_written(out)
-    try:
-        result = CliRunner().invoke(train_main, args)
-    except KeyboardInterrupt:
-        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
-    watcher.join()
-    assert result.exit_code == 130, result.output
-    assert "run the same command again to resume" in result.output and "Traceback" not in result.output
+    returncode, output = ctrl_c_once_written([sys.executable, "-m", "training.cli", *args], out)
+    assert returncode == 130, output
+    assert "run the same command again to resume" in output and "Traceback" not in output
     written = labels_in(out)
     assert 1 <= len(written) < MANY and json.loads((out / "pseudo_labels.json").read_text())["status"] == "writing"
     result = CliRunner().invoke(train_main, args)
@@ -185,13 +182,12 @@ def test_ctrl_c_while_a_round_writes_its_pseudo_labels_stops_the_round_resumably
     overrides = {"optim": {"iters": 1}, "run": {"save_every": 1, "eval_every": 1},
                  "data": {"target_root": str(many_targets), "val_root": str(synth_root / "cityscapes")}}
     pseudo_dir = tmp_path / "ssl" / "round1" / "pseudo"
-    watcher = ctrl_c_once_written(pseudo_dir)
-    try:
-        with pytest.raises(RoundInterrupted, match="pseudo labels .* run the same command again"):
-            self_train(adapted, tmp_path / "ssl", rounds=1, overrides=overrides, **QUIET)
-    except KeyboardInterrupt:
-        pytest.fail("Ctrl-C escaped as a KeyboardInterrupt traceback")
-    watcher.join()
+    args = [sys.executable, "-m", "training.cli", "self-train", str(adapted), "--out", str(tmp_path / "ssl"),
+            "--rounds", "1", "--iters", "1", "--no-progress", "--set", "run.save_every=1", "--set", "run.eval_every=1",
+            "--set", f"data.target_root={many_targets}", "--set", f"data.val_root={synth_root / 'cityscapes'}"]
+    returncode, output = ctrl_c_once_written(args, pseudo_dir)
+    assert returncode == 130, output
+    assert re.search("pseudo labels .* run the same command again", output) and "Traceback" not in output
     written = labels_in(pseudo_dir)
     assert 1 <= len(written) < MANY and not (tmp_path / "ssl" / "round1" / "train").exists()
     summary = self_train(adapted, tmp_path / "ssl", rounds=1, overrides=overrides, **QUIET)[0]
