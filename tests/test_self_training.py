@@ -56,7 +56,10 @@ def ctrl_c_once_written(args: list[str], folder, pattern: str = "*_gtFine_labelI
     """Run `args` as its own process and press Ctrl-C (a real SIGINT) as soon as a file matching `pattern` appears
     under `folder`: (exit status, stdout + stderr). A separate process, so that nothing an earlier test left in
     this one (threads, signal state, GIL scheduling) decides whether the Ctrl-C lands."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_IGN is inherited across exec, and a test process that ignores SIGINT would pass that on: give the
+    # command the default disposition a user's shell gives it
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and not any(folder.rglob(pattern)):
         time.sleep(0.005)
