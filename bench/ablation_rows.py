@@ -18,8 +18,12 @@ CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
 # the same self-training rounds without any adversarial stage, from `adabn` / `cr` (the control that tells
 # whether the rounds need JAL+WTM before them)
 NO_ADVERSARIAL_SSL_ROWS = ("adabn+sp+ssl1", "cr+sp+flip+ssl1")
+# `+ens`: round 1's pseudo labels from the softmax averaged over two adapted models, the row's own and the other
+# route's JAL+WTM (`jal-wtm` <-> `cr+jal-wtm`: with and without colour randomisation), which fail on different
+# classes (`self-train --teacher`); the student starts from the row's own model
+ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
-              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS)
+              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
                 *NO_ADVERSARIAL_SSL_ROWS, "oracle")
@@ -52,4 +56,14 @@ def self_training_stages(row: str) -> tuple[str, str, int, bool, bool]:
     `cr+jal-wtm+sp+flip+ssl2` is round 2 from `cr+jal-wtm`, with spatial priors and flip-averaged pseudo labels."""
     stem, rounds = row.rsplit("+ssl", 1)
     options = stem.removesuffix("+flip")
-    return stem, options.removesuffix("+sp"), int(rounds), options.endswith("+sp"), stem.endswith("+flip")
+    adapted = options.removesuffix("+sp").removesuffix("+ens")
+    return stem, adapted, int(rounds), options.endswith("+sp"), stem.endswith("+flip")
+
+
+def ensemble_partner(row: str) -> str | None:
+    """The adapted row whose model joins a `+ens` row's own as a teacher of round 1 (None: not an ensemble row):
+    the same method on the other pretraining route, with colour randomisation or without."""
+    if "+ens" not in row:
+        return None
+    adapted = self_training_stages(row)[1]
+    return adapted.removeprefix("cr+") if colour_randomised(adapted) else "cr+" + adapted

@@ -63,8 +63,8 @@ from training.config import merge_overrides, parse_set, resolve
 from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
-from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, row_method,
-                           self_training_stages)
+from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
+                           row_method, self_training_stages)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
                            source_val_miou, train)
 from ablation_tables import merge_seeds, pseudo_line, selection_table, table
@@ -225,7 +225,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             "run": {"eval_every": p.eval_every, "save_every": p.eval_every,
                     "keep": max(1, p.adapt_iters // p.eval_every) + 1}})
 
-    for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only")):  # baselines first
+    # baselines first, ensemble rows last (after the rows they take their teachers from)
+    for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only", "+ens" in r)):
         if row == "prior":
             continue
         pre_method, pre_dir, data_options = pretraining(row)
@@ -266,9 +267,16 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             stem, adapted, rounds, spatial_prior, flip = self_training_stages(row)
             if train(out / f"seed{seed}" / adapted, second_stage(adapted), p.preset, report_only) is None:
                 continue
+            teachers = ()
+            if partner := ensemble_partner(row):  # trained as its own row, never here (its pretraining differs)
+                if train(out / f"seed{seed}" / partner, second_stage(partner), p.preset, report_only=True) is None:
+                    if not report_only:
+                        print(f"seed {seed} {row}: skipped, it needs the row {partner} first", file=sys.stderr)
+                    continue
+                teachers = (str(out / f"seed{seed}" / partner / "checkpoints" / "last.pth"),)
             res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", rounds,
                                 out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
-                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip))
+                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers))
             snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)

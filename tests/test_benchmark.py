@@ -263,9 +263,14 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     # the rounds train with the method of the row they start from: no adversarial terms after adabn / cr
     assert [rows.row_method(r) for r in ("cr+sp+flip+ssl1", "adabn+sp+ssl1", "cr+jal-wtm+sp+flip+ssl2", "cr")] == [
         "source-only", "source-only", "jal-wtm", "source-only"]
-    for row in ROWS:  # every self-training row starts from a row of the table
+    for row in ROWS:  # every self-training row starts from a row of the table, and so do its extra teachers
         if "+ssl" in row:
             assert self_training_stages(row)[1] in ROWS, row
+            assert rows.ensemble_partner(row) in (None, *ROWS), row
+    assert self_training_stages("jal-wtm+ens+sp+ssl2") == ("jal-wtm+ens+sp", "jal-wtm", 2, True, False)
+    assert rows.ensemble_partner("jal-wtm+ens+sp+ssl1") == "cr+jal-wtm"
+    assert rows.ensemble_partner("cr+jal-wtm+ens+sp+ssl1") == "jal-wtm"
+    assert rows.ensemble_partner("jal-wtm+sp+ssl1") is None and rows.row_method("jal-wtm+ens+sp+ssl1") == "jal-wtm"
 
 
 def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides(bench_module):

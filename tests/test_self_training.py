@@ -39,6 +39,14 @@ def adapted(synth_root, tmp_path_factory):
     return trainer.save("adapted.pth")
 
 
+@pytest.fixture(scope="module")
+def teacher(synth_root, tmp_path_factory):
+    """A second adapted model of another route (a 2-iteration AdaptSegNet run: no WTM, other weights)."""
+    trainer = Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=2), tmp_path_factory.mktemp("teacher"), progress=False)
+    trainer.run()
+    return trainer.save("teacher.pth")
+
+
 MANY = 80
 
 
@@ -56,8 +64,9 @@ def ctrl_c_once_written(args: list[str], folder, pattern: str = "*_gtFine_labelI
     """Run `args` as its own process and press Ctrl-C (a real SIGINT) as soon as a file matching `pattern` appears
     under `folder`: (exit status, stdout + stderr). A separate process, so that nothing an earlier test left in
     this one (threads, signal state, GIL scheduling) decides whether the Ctrl-C lands."""
-    # SIG_IGN is inherited across exec, and a test process that ignores SIGINT would pass that on: give the
-    # command the default disposition a user's shell gives it
+    # A test run started as a background job of a non-interactive shell (`pytest &`, as CI scripts do) ignores
+    # SIGINT from its start, and SIG_IGN is inherited across exec: give the command the default disposition an
+    # interactive shell gives it
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
@@ -157,14 +166,44 @@ def test_flip_averaging_changes_the_labels_and_is_recorded(synth_root, adapted, 
     assert summary["threshold_bins"] != pseudo[1]["threshold_bins"]
 
 
-def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, tmp_path):
+def test_teachers_label_with_their_mean_softmax_and_are_recorded(synth_root, adapted, teacher, pseudo, tmp_path):
+    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "ens",
+                                 PseudoLabelOptions(teachers=(str(teacher),), batch=2), **QUIET)
+    assert summary["settings"]["teachers"] == [str(teacher.resolve())]
+    assert "teachers" not in pseudo[1]["settings"]  # trees made by one model keep their settings
+    from training.data import Augment, SegmentationDataset
+    dataset = SegmentationDataset(synth_root / "cityscapes", "cityscapes", split="train", labelled=False,
+                                  augment=Augment(size=(96, 48)))
+    models = [load_trained(adapted)[0].eval(), load_trained(teacher)[0].eval()]
+    thresholds = np.asarray(summary["threshold_bins"]) / N_BINS
+    changed = 0
+    for i, sample in enumerate(find_samples(tmp_path / "ens", "cityscapes", split="train")[:3]):
+        with torch.no_grad():
+            probs = [torch.softmax(deployed_output(m(dataset[i]["image"][None])), 1) for m in models]
+            up = [torch.nn.functional.interpolate(p, size=(64, 128), mode="bilinear", align_corners=True)[0]
+                  for p in probs]
+        conf, pred = (0.5 * (up[0] + up[1])).max(0)
+        written = read_label(sample, "cityscapes")
+        kept = written != IGNORE
+        assert np.array_equal(written[kept], pred.numpy()[kept])
+        margin = np.abs(conf.numpy() - thresholds[pred.numpy()]) > 2 / N_BINS
+        assert np.array_equal(kept[margin], (conf.numpy() >= thresholds[pred.numpy()])[margin])
+        changed += int((up[0].argmax(0) != pred).sum())
+    assert changed > 0  # the teacher changed some of the adapted model's own labels
+    with pytest.raises(PseudoLabelError, match="teachers"):  # same folder, other teachers: refused
+        make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "ens", PseudoLabelOptions(), **QUIET)
+
+
+def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, teacher, tmp_path):
     out = tmp_path / "cli"
     result = CliRunner().invoke(train_main, ["pseudo-label", str(adapted), "--target", str(synth_root / "cityscapes"),
-                                             "--out", str(out), "--percentile", "40", "--no-progress"])
+                                             "--out", str(out), "--percentile", "40", "--teacher", str(teacher),
+                                             "--teacher", str(adapted), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "precision" in result.output and "road" in result.output and "method.self_training=true" in result.output
     saved = json.loads((out / "pseudo_labels.json").read_text())
     assert saved["command"].startswith("jal-train pseudo-label") and "--percentile 40.0" in saved["command"]
+    assert f"--teacher {teacher} --teacher {adapted}" in saved["command"] and len(saved["settings"]["teachers"]) == 2
 
 
 def test_ctrl_c_while_writing_pseudo_labels_keeps_the_written_files_and_exits_130(adapted, many_targets, tmp_path):
@@ -231,14 +270,19 @@ def test_self_training_config_is_checked_and_resume_keeps_it(synth_root, pseudo,
         Trainer(cfg, tmp_path / "run", resume=True, progress=False)
 
 
-def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
+def test_rounds_run_end_to_end_and_resume(synth_root, adapted, teacher, tmp_path):
     overrides = {"optim": {"iters": 2}, "run": {"save_every": 2, "eval_every": 2}}
     logs = []
-    summaries = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, progress=False, log=logs.append)
+    options = PseudoLabelOptions(teachers=(str(teacher),))
+    summaries = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, options=options, progress=False,
+                           log=logs.append)
     assert [s["round"] for s in summaries] == [1, 2]
     r1, r2 = tmp_path / "ssl" / "round1", tmp_path / "ssl" / "round2"
-    assert json.loads((r2 / "pseudo" / "pseudo_labels.json").read_text())["settings"]["checkpoint"] == \
-        str((r1 / "train" / "checkpoints" / "last.pth").resolve())  # round 2 labels with round 1's model
+    settings = [json.loads((r / "pseudo" / "pseudo_labels.json").read_text())["settings"] for r in (r1, r2)]
+    assert settings[0]["teachers"] == [str(teacher.resolve())] and "teachers" not in settings[1]  # round 1 only
+    assert [s["teachers"] for s in summaries] == [[str(teacher)], []]
+    assert settings[1]["checkpoint"] == str((r1 / "train" / "checkpoints" / "last.pth").resolve())  # round 1's model
+    assert json.loads((r1 / "train" / "config.json").read_text())["model"]["init"] == str(adapted)  # the student
     config = json.loads((r2 / "train" / "config.json").read_text())
     assert config["method"]["self_training"] and config["data"]["target_labels"] == str(r2 / "pseudo")
     assert config["model"]["init"] == str(r1 / "train" / "checkpoints" / "last.pth")
@@ -250,7 +294,8 @@ def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
     (r2 / "round.json").unlink()
     before = (r2 / "train" / "checkpoints" / "last.pth").stat().st_mtime_ns
     logs.clear()
-    again = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, progress=False, log=logs.append)
+    again = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, options=options, progress=False,
+                       log=logs.append)
     assert "finished earlier" in logs[0] and (r2 / "round.json").is_file()
     assert (r2 / "train" / "checkpoints" / "last.pth").stat().st_mtime_ns == before
     assert again[1]["checkpoint"] == summaries[1]["checkpoint"]
@@ -258,7 +303,7 @@ def test_rounds_run_end_to_end_and_resume(synth_root, adapted, tmp_path):
     moved = tmp_path / "moved"
     (tmp_path / "ssl").rename(moved)
     shutil.rmtree(moved / "round2")
-    self_train(adapted, moved, rounds=2, overrides=overrides, progress=False, log=logs.append)
+    self_train(adapted, moved, rounds=2, overrides=overrides, options=options, progress=False, log=logs.append)
     assert json.loads((moved / "round2" / "pseudo" / "pseudo_labels.json").read_text())["settings"]["checkpoint"] == \
         str((moved / "round1" / "train" / "checkpoints" / "last.pth").resolve())
 
@@ -283,11 +328,13 @@ def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
     assert cfg.optim.lr == 0.5 and cfg.optim.iters == load_preset("synthetic-tiny")["optim"]["iters"]
 
 
-def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, tmp_path):
+def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher, tmp_path):
     args = ["self-train", str(adapted), "--out", str(tmp_path / "ssl"), "--rounds", "1", "--iters", "1",
-            "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--no-progress"]
+            "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--teacher", str(teacher),
+            "--no-progress"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert "round 1: pseudo labels kept" in result.output and "precision" in result.output
     assert "jal-export" in result.output and (tmp_path / "ssl" / "round1" / "round.json").is_file()
-    assert json.loads((tmp_path / "ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())["settings"]["flip"]
+    settings = json.loads((tmp_path / "ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())["settings"]
+    assert settings["flip"] and settings["teachers"] == [str(teacher.resolve())]

@@ -152,15 +152,18 @@ def inspect_weights(checkpoint: str, arch: str, classes: int, fmt: str, aspp_bra
     click.echo("backbone: complete" if report.backbone_complete else "backbone: INCOMPLETE (see missing keys)")
 
 
+_REPEATED = {"set": "set", "teachers": "teacher"}  # options given once per value: their key -> flag
+
+
 def _command(name: str, *args, **options) -> str:
     """The command line that reproduces a run, for the JSON it writes."""
     parts = ["jal-train", name, *map(str, args)]
     for key, value in options.items():
-        flag = "--" + key.replace("_", "-")
+        flag = "--" + _REPEATED.get(key, key).replace("_", "-")
         if value is True:
             parts.append(flag)
         elif value not in (None, False, "", ()):
-            values = value if isinstance(value, (list, tuple)) and key == "set" else [value]
+            values = value if isinstance(value, (list, tuple)) and key in _REPEATED else [value]
             for v in values:
                 parts += [flag, "x".join(map(str, v)) if isinstance(v, tuple) else str(v)]
     return shlex.join(parts)
@@ -170,7 +173,7 @@ def _pseudo_options(split: str = "train", list_file: str = "", **pseudo):
     """PseudoLabelOptions from the values of `_PSEUDO_OPTIONS` (click's None for an unset path becomes "")."""
     from training.pseudo_labels import PseudoLabelOptions
 
-    pseudo["size"] = tuple(pseudo["size"] or ())
+    pseudo["size"], pseudo["teachers"] = tuple(pseudo["size"] or ()), tuple(pseudo.get("teachers") or ())
     for key in ("prior_root", "prior_format"):
         pseudo[key] = pseudo[key] or ""
     return PseudoLabelOptions(split=split, list_file=list_file or "", **pseudo)
@@ -195,6 +198,9 @@ _PSEUDO_OPTIONS = [
                  help="Labelled tree the spatial prior counts (default: the checkpoint's data.source_root)."),
     click.option("--prior-format", type=click.Choice(["gta5", "synthia", "cityscapes"]),
                  help="Format of --prior-root (default: the checkpoint's data.source)."),
+    click.option("--teacher", "teachers", multiple=True, type=click.Path(dir_okay=False, exists=True),
+                 help="Another adapted checkpoint whose softmax is averaged with CHECKPOINT's (repeatable); "
+                      "self-train: round 1 only."),
 ]
 
 

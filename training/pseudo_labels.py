@@ -7,6 +7,11 @@ its class threshold becomes ignore. The output is a Cityscapes tree: `gtFine/{sp
 (label ids; ignore = id 0 "unlabeled", which every reader maps to 255) and `leftImg8bit/{split}`, a link to the
 target images, so the training loaders, `jal-data check` and the official evaluator read it as it is.
 
+Teachers: with `teachers`, the softmax of each extra checkpoint is averaged with the checkpoint's before anything
+else (flip, spatial prior, thresholds). Adapted models trained by different routes (e.g. with and without colour
+randomisation) tend to be wrong on different classes; their mean is a steadier teacher than either (an ensemble,
+as in mean-teacher and multi-teacher self-training).
+
 Two passes: the first only counts confidences (a 10,000-bin histogram per class, so memory does not grow with
 the split; thresholds are exact to 1e-4), the second writes the files. The thresholds are saved in
 `pseudo_labels.json` after the first pass: an interrupted run resumes at the first missing file and writes
@@ -56,6 +61,7 @@ class PseudoLabelOptions:
     spatial_prior: bool = False  # CBST-SP: weight the probabilities by where each class lies in the source labels
     prior_root: str = ""        # the labelled tree the prior counts ("" = the checkpoint's data.source_root)
     prior_format: str = ""      # its format ("" = the checkpoint's data.source)
+    teachers: tuple[str, ...] = ()  # more checkpoints whose softmax is averaged with the checkpoint's
 
 
 def class_thresholds(hist: np.ndarray, percentile: float, cap: float) -> np.ndarray:
@@ -83,11 +89,12 @@ def kept_fractions(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 class _Predictor:
-    """Deployed decoder -> (labels, confidence bins) at each image's full size; with a spatial prior q(pos | c)
-    (C, H, W), the probabilities become p(c | image, pos), proportional to softmax * q."""
+    """Deployed decoders -> (labels, confidence bins) at each image's full size: the mean softmax of the models
+    (and of the mirror images with `flip`); with a spatial prior q(pos | c) (C, H, W), the probabilities become
+    p(c | image, pos), proportional to softmax * q."""
 
-    def __init__(self, model, device: torch.device, flip: bool, prior: np.ndarray | None = None):
-        self.model, self.device, self.flip = model.to(device).eval(), device, flip
+    def __init__(self, models: list, device: torch.device, flip: bool, prior: np.ndarray | None = None):
+        self.models, self.device, self.flip = [m.to(device).eval() for m in models], device, flip
         self.prior = None if prior is None else torch.from_numpy(prior).to(device)
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -100,9 +107,12 @@ class _Predictor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         x = images.to(self.device)
-        prob = F.softmax(deployed_output(self.model(x)).float(), dim=1)
-        if self.flip:
-            prob = 0.5 * (prob + F.softmax(deployed_output(self.model(x.flip(-1))).float(), dim=1).flip(-1))
+        prob = 0
+        for model in self.models:
+            prob = prob + F.softmax(deployed_output(model(x)).float(), dim=1)
+            if self.flip:
+                prob = prob + F.softmax(deployed_output(model(x.flip(-1))).float(), dim=1).flip(-1)
+        prob = prob / (len(self.models) * (2 if self.flip else 1))
         out = []
         for p, (w, h) in zip(prob, sizes):  # as Bidirectional Learning: probabilities upsampled, then max
             full = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=True)[0]
@@ -151,6 +161,12 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     model, meta = load_trained(checkpoint)
     train = meta["train"]
     protocol = get_protocol(train["data"]["protocol"] if train else ("19" if model.num_classes == 19 else "16"))
+    models, teachers = [model], [str(Path(t).resolve()) for t in o.teachers]
+    for teacher in teachers:
+        models.append(load_trained(teacher)[0])
+        if models[-1].num_classes != model.num_classes:
+            raise PseudoLabelError(f"teacher {teacher} predicts {models[-1].num_classes} classes but {checkpoint} "
+                                   f"{model.num_classes}: the teachers must share the label protocol")
     size = tuple(o.size) or tuple(train["data"]["target_size"] if train else (1024, 512))
     prior = None
     if o.spatial_prior:
@@ -161,10 +177,11 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     samples = dataset.samples
     outputs = [label_path(out, "cityscapes", s.image, o.split) for s in samples]
     settings = {"checkpoint": str(Path(checkpoint).resolve()), "iteration": meta["provenance"]["iteration"],
-                "target": str(target_root.resolve()), **asdict(o), "size": list(size)}
-    for key in ("device", "batch") + (() if o.spatial_prior else ("spatial_prior", "prior_root", "prior_format")):
-        settings.pop(key)  # they do not change the files (and trees made before spatial priors stay valid)
-    predict = _Predictor(model, _device(o.device), o.flip, prior)
+                "target": str(target_root.resolve()), **asdict(o), "size": list(size), "teachers": teachers}
+    for key in ("device", "batch") + (() if o.spatial_prior else ("spatial_prior", "prior_root", "prior_format")) + \
+            (() if teachers else ("teachers",)):
+        settings.pop(key)  # they do not change the files (and trees made before these options stay valid)
+    predict = _Predictor(models, _device(o.device), o.flip, prior)
 
     def predictions(indices, desc):
         bar = tqdm(total=len(samples), initial=len(samples) - len(indices), desc=desc, disable=not progress,

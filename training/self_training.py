@@ -3,8 +3,10 @@
 Round k (1..K) lives in `out/round{k}/`: `pseudo/` is the pseudo-label tree made by the model of round k-1
 (round 1: the adapted checkpoint), `train/` a run initialised from that same model and trained with the
 segmentation loss on the pseudo labels too (`method.self_training`). The next round labels with this run's
-`last.pth` (never a snapshot chosen with target labels). A finished round leaves `round.json` and is skipped;
-an unfinished one resumes where it stopped (pseudo labels file by file, training from its last checkpoint).
+`last.pth` (never a snapshot chosen with target labels). Extra teachers (`options.teachers`) label round 1 only,
+beside the adapted checkpoint; each later round's student labels alone. A finished round leaves `round.json` and
+is skipped; an unfinished one resumes where it stopped (pseudo labels file by file, training from its last
+checkpoint).
 """
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
         ensure_synthetic(cfg, progress=progress)
         d = cfg.data
         opts = options or PseudoLabelOptions()
-        opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size))
+        opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size),
+                                   teachers=opts.teachers if k == 1 else ())  # later rounds: their own student
         log(f"round {k}: pseudo labels from {model}")
         try:
             pseudo = make_pseudo_labels(model, d.target_root, folder / "pseudo", opts, progress=progress,
@@ -85,7 +88,7 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
             result = Trainer(cfg, run_dir, resume=last.is_file(), progress=progress).run()
             if result["status"] != "finished":
                 raise RoundInterrupted(f"round {k} interrupted in {run_dir}; run the same command again to resume")
-        summary = {"round": k, "checkpoint": str(last), "pseudo_from": str(model),
+        summary = {"round": k, "checkpoint": str(last), "pseudo_from": str(model), "teachers": list(opts.teachers),
                    "pseudo": {"kept_total": pseudo["kept_total"], "precision": pseudo.get("precision")},
                    "eval": result["last_eval"]}
         write_text(done, json.dumps(summary, indent=1))
