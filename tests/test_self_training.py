@@ -192,6 +192,13 @@ def test_teachers_label_with_their_mean_softmax_and_are_recorded(synth_root, ada
     assert changed > 0  # the teacher changed some of the adapted model's own labels
     with pytest.raises(PseudoLabelError, match="teachers"):  # same folder, other teachers: refused
         make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "ens", PseudoLabelOptions(), **QUIET)
+    cfg = tiny_cfg(synth_root, "source-only", iters=1)
+    cfg.data.protocol, cfg.data.eval_protocols, cfg.model.num_classes = "16", ("16",), 16
+    other = Trainer(cfg, tmp_path / "16", progress=False)
+    with pytest.raises(PseudoLabelError, match="16 classes .* share the label protocol"):
+        make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "mixed",
+                           PseudoLabelOptions(teachers=(str(other.save("16.pth")),)), **QUIET)
+    assert not (tmp_path / "mixed").exists()  # refused before anything is written
 
 
 def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, teacher, tmp_path):
