@@ -173,7 +173,7 @@ def _pseudo_options(split: str = "train", list_file: str = "", **pseudo):
     """PseudoLabelOptions from the values of `_PSEUDO_OPTIONS` (click's None for an unset path becomes "")."""
     from training.pseudo_labels import PseudoLabelOptions
 
-    pseudo["size"], pseudo["teachers"] = tuple(pseudo["size"] or ()), tuple(pseudo.get("teachers") or ())
+    pseudo["size"] = tuple(pseudo["size"] or ())
     for key in ("prior_root", "prior_format"):
         pseudo[key] = pseudo[key] or ""
     return PseudoLabelOptions(split=split, list_file=list_file or "", **pseudo)

@@ -7,8 +7,8 @@ its class threshold becomes ignore. The output is a Cityscapes tree: `gtFine/{sp
 (label ids; ignore = id 0 "unlabeled", which every reader maps to 255) and `leftImg8bit/{split}`, a link to the
 target images, so the training loaders, `jal-data check` and the official evaluator read it as it is.
 
-Teachers: with `teachers`, the softmax of each extra checkpoint is averaged with the checkpoint's before anything
-else (flip, spatial prior, thresholds). Adapted models trained by different routes (e.g. with and without colour
+Teachers: with `teachers`, the softmax of each extra checkpoint is averaged with the checkpoint's (with `flip`,
+each model's mirror prediction too) before the spatial prior and the thresholds. Adapted models trained by different routes (e.g. with and without colour
 randomisation) tend to be wrong on different classes; their mean is a steadier teacher than either (an ensemble,
 as in mean-teacher and multi-teacher self-training).
 
@@ -178,9 +178,15 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     outputs = [label_path(out, "cityscapes", s.image, o.split) for s in samples]
     settings = {"checkpoint": str(Path(checkpoint).resolve()), "iteration": meta["provenance"]["iteration"],
                 "target": str(target_root.resolve()), **asdict(o), "size": list(size), "teachers": teachers}
-    for key in ("device", "batch") + (() if o.spatial_prior else ("spatial_prior", "prior_root", "prior_format")) + \
-            (() if teachers else ("teachers",)):
-        settings.pop(key)  # they do not change the files (and trees made before these options stay valid)
+    # device and batch do not change the files; options left off are left out, so that trees made before those
+    # options existed stay valid
+    unused = ["device", "batch"]
+    if not o.spatial_prior:
+        unused += ["spatial_prior", "prior_root", "prior_format"]
+    if not teachers:
+        unused.append("teachers")
+    for key in unused:
+        settings.pop(key)
     predict = _Predictor(models, _device(o.device), o.flip, prior)
 
     def predictions(indices, desc):
