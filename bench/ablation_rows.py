@@ -18,9 +18,10 @@ CR_DATA = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
 # the same self-training rounds without any adversarial stage, from `adabn` / `cr` (the control that tells
 # whether the rounds need JAL+WTM before them)
 NO_ADVERSARIAL_SSL_ROWS = ("adabn+sp+ssl1", "cr+sp+flip+ssl1")
-# `+ens`: round 1's pseudo labels from the softmax averaged over two adapted models, the row's own and the other
-# route's JAL+WTM (`jal-wtm` <-> `cr+jal-wtm`: with and without colour randomisation), which fail on different
-# classes (`self-train --teacher`); the student starts from the row's own model
+# `+ens`: pseudo labels from the softmax averaged over two models: round 1 the row's own adapted model and the
+# other route's JAL+WTM (`jal-wtm` <-> `cr+jal-wtm`: with and without colour randomisation), which fail on
+# different classes (`self-train --teacher`), each later round the previous round's student and that same
+# partner (`--teachers-every-round`); the student starts from the row's own model
 ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS)
@@ -61,7 +62,7 @@ def self_training_stages(row: str) -> tuple[str, str, int, bool, bool]:
 
 
 def ensemble_partner(row: str) -> str | None:
-    """The adapted row whose model joins a `+ens` row's own as a teacher of round 1 (None: not an ensemble row):
+    """The adapted row whose model joins a `+ens` row's own as a teacher of every round (None: not an ensemble row):
     the same method on the other pretraining route, with colour randomisation or without."""
     if "+ens" not in row:
         return None

@@ -276,7 +276,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                 teachers = (str(out / f"seed{seed}" / partner / "checkpoints" / "last.pth"),)
             res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", rounds,
                                 out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
-                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers))
+                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers),
+                                teachers_every_round=bool(teachers))
             snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)

@@ -315,6 +315,25 @@ def test_rounds_run_end_to_end_and_resume(synth_root, adapted, teacher, tmp_path
         str((moved / "round1" / "train" / "checkpoints" / "last.pth").resolve())
 
 
+def test_teachers_every_round_label_each_round_beside_its_student(synth_root, adapted, teacher, tmp_path):
+    overrides = {"optim": {"iters": 1}, "run": {"save_every": 1, "eval_every": 1}}
+    summaries = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides,
+                           options=PseudoLabelOptions(teachers=(str(teacher),)), teachers_every_round=True, **QUIET)
+    r1, r2 = tmp_path / "ssl" / "round1", tmp_path / "ssl" / "round2"
+    settings = [json.loads((r / "pseudo" / "pseudo_labels.json").read_text())["settings"] for r in (r1, r2)]
+    assert [s["teachers"] for s in settings] == [[str(teacher.resolve())]] * 2
+    assert [s["teachers"] for s in summaries] == [[str(teacher)]] * 2
+    # round 2: round 1's student beside the teacher, and round 2 starts from that student
+    assert settings[1]["checkpoint"] == str((r1 / "train" / "checkpoints" / "last.pth").resolve())
+    assert json.loads((r2 / "train" / "config.json").read_text())["model"]["init"] == \
+        str(r1 / "train" / "checkpoints" / "last.pth")
+    # the same folder resumed without the option: round 2's labels were made otherwise, so it is refused
+    (r2 / "round.json").unlink()
+    with pytest.raises(PseudoLabelError, match="teachers"):
+        self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides,
+                   options=PseudoLabelOptions(teachers=(str(teacher),)), **QUIET)
+
+
 def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
     bench, ssl = load_preset("synthetic-bench"), load_preset("synthetic-bench-ssl")
     assert ssl["model"]["arch"] == bench["model"]["arch"] and ssl["model"]["width"] == bench["model"]["width"]
@@ -345,3 +364,7 @@ def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher,
     assert "jal-export" in result.output and (tmp_path / "ssl" / "round1" / "round.json").is_file()
     settings = json.loads((tmp_path / "ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())["settings"]
     assert settings["flip"] and settings["teachers"] == [str(teacher.resolve())]
+    lone = CliRunner().invoke(train_main, ["self-train", str(adapted), "--out", str(tmp_path / "lone"),
+                                           "--teachers-every-round", "--no-progress"])
+    assert lone.exit_code == 2 and "needs at least one --teacher" in lone.output
+    assert not (tmp_path / "lone").exists()  # refused before anything is written

@@ -200,7 +200,7 @@ _PSEUDO_OPTIONS = [
                  help="Format of --prior-root (default: the checkpoint's data.source)."),
     click.option("--teacher", "teachers", multiple=True, type=click.Path(dir_okay=False, exists=True),
                  help="Another adapted checkpoint whose softmax is averaged with CHECKPOINT's (repeatable); "
-                      "self-train: round 1 only."),
+                      "self-train: round 1 only, unless --teachers-every-round."),
 ]
 
 
@@ -260,8 +260,11 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
 @click.option("--stop-at", type=click.IntRange(0), help="Early stop of each round.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key of every round.")
 @_with(_PSEUDO_OPTIONS)
+@click.option("--teachers-every-round", is_flag=True,
+              help="Every round labels with its student and the --teacher checkpoints (default: round 1 only).")
 @click.option("--no-progress", is_flag=True)
-def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, no_progress, **pseudo):
+def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, teachers_every_round,
+                       no_progress, **pseudo):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -276,9 +279,10 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
 
     try:
         overrides = _overrides(sets, method, iters, stop_at)
-        summaries = self_train(checkpoint, out, rounds, preset or "", overrides,
-                               _pseudo_options(**pseudo),
-                               progress=not no_progress, log=click.echo)
+        if teachers_every_round and not pseudo["teachers"]:
+            raise click.UsageError("--teachers-every-round needs at least one --teacher")
+        summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
+                               progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round)
     except RoundInterrupted as e:
         click.echo(str(e))
         sys.exit(130)

@@ -258,8 +258,9 @@ def _read_summary(out: Path, settings: dict) -> dict | None:
             raise PseudoLabelError(f"{out} holds labels but no {JSON_NAME}; use another --out")
         return None
     summary = json.loads(path.read_text())
-    if summary.get("settings") != settings:
-        changed = sorted(k for k in settings if summary.get("settings", {}).get(k) != settings[k])
+    saved = summary.get("settings", {})
+    if saved != settings:  # a key only one side has (e.g. teachers) counts as changed too
+        changed = sorted(k for k in {*settings, *saved} if saved.get(k) != settings.get(k))
         raise PseudoLabelError(f"{out} holds pseudo labels made with other settings ({', '.join(changed)}); "
                                "use another --out, or delete it to start again")
     return summary

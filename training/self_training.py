@@ -3,10 +3,11 @@
 Round k (1..K) lives in `out/round{k}/`: `pseudo/` is the pseudo-label tree made by the model of round k-1
 (round 1: the adapted checkpoint), `train/` a run initialised from that same model and trained with the
 segmentation loss on the pseudo labels too (`method.self_training`). The next round labels with this run's
-`last.pth` (never a snapshot chosen with target labels). Extra teachers (`options.teachers`) label round 1 only,
-beside the adapted checkpoint; each later round's student labels alone. A finished round leaves `round.json` and
-is skipped; an unfinished one resumes where it stopped (pseudo labels file by file, training from its last
-checkpoint).
+`last.pth` (never a snapshot chosen with target labels). Extra teachers (`options.teachers`) label round 1
+beside the adapted checkpoint. Each later round's student labels alone, or, with `teachers_every_round`, beside
+the same teachers: their view of the target stays in every round's labels instead of only in the student's
+weights. A finished round leaves `round.json` and is skipped; an unfinished one resumes where it stopped (pseudo
+labels file by file, training from its last checkpoint).
 """
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ def round_config(checkpoint: str | Path, pseudo_dir: str | Path, preset: str = "
 
 
 def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str = "", overrides: dict | None = None,
-               options: PseudoLabelOptions | None = None, progress: bool = True, log=print) -> list[dict]:
+               options: PseudoLabelOptions | None = None, progress: bool = True, log=print,
+               teachers_every_round: bool = False) -> list[dict]:
     """Run (or resume) `rounds` self-training rounds from an adapted checkpoint; one summary per round:
     {'round', 'checkpoint', 'pseudo': {kept_total, precision}, 'eval': the run's last evaluation}."""
     from .engine import Trainer  # torch-heavy: only when training
@@ -71,7 +73,7 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
         d = cfg.data
         opts = options or PseudoLabelOptions()
         opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size),
-                                   teachers=opts.teachers if k == 1 else ())  # later rounds: their own student
+                                   teachers=opts.teachers if k == 1 or teachers_every_round else ())
         log(f"round {k}: pseudo labels from {model}")
         try:
             pseudo = make_pseudo_labels(model, d.target_root, folder / "pseudo", opts, progress=progress,
