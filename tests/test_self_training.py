@@ -159,6 +159,25 @@ def test_resumed_pseudo_labelling_writes_the_same_files_and_refuses_other_settin
         make_pseudo_labels(adapted, synth_root / "cityscapes", copy, PseudoLabelOptions(cap=0.8), **QUIET)
 
 
+def test_pass_two_reuses_the_predictions_of_pass_one_that_fit_and_writes_the_same_files(synth_root, adapted,
+                                                                                        pseudo, tmp_path):
+    out, _ = pseudo
+    model_type = type(load_trained(adapted)[0])
+    frames = len(list((out / "gtFine" / "train").glob("*/*_gtFine_labelIds.png")))
+    for room, forwards in ((0, 2 * frames), (3 * 64 * 128 * 2, 2 * frames - 2), (1 << 30, frames)):
+        calls = []
+        hook = torch.nn.modules.module.register_module_forward_hook(
+            lambda module, *_: calls.append(1) if isinstance(module, model_type) else None)
+        try:
+            make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / str(room), PseudoLabelOptions(),
+                               cache_bytes=room, **QUIET)
+        finally:
+            hook.remove()
+        assert len(calls) == forwards  # a frame kept from pass 1 (64x128: 3 bytes a pixel) is not predicted again
+        for path in sorted((out / "gtFine" / "train").glob("*/*_gtFine_labelIds.png")):
+            assert (tmp_path / str(room) / path.relative_to(out)).read_bytes() == path.read_bytes()
+
+
 def test_flip_averaging_changes_the_labels_and_is_recorded(synth_root, adapted, pseudo, tmp_path):
     summary = make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "flip",
                                  PseudoLabelOptions(flip=True, batch=3), **QUIET)

@@ -12,14 +12,16 @@ each model's mirror prediction too) before the spatial prior and the thresholds.
 randomisation) tend to be wrong on different classes; their mean is a steadier teacher than either (an ensemble,
 as in mean-teacher and multi-teacher self-training).
 
-Two passes: the first only counts confidences (a 10,000-bin histogram per class, so memory does not grow with
-the split; thresholds are exact to 1e-4), the second writes the files. The thresholds are saved in
-`pseudo_labels.json` after the first pass: an interrupted run resumes at the first missing file and writes
-exactly the files an uninterrupted run writes.
+Two passes: the first counts confidences (a 10,000-bin histogram per class, so the thresholds are exact to 1e-4
+whatever the split's size), the second writes the files. The first pass keeps its predictions (3 bytes a pixel)
+while they fit in `cache_bytes` (1 GiB: a 600-frame 512x256 split whole, about 170 Cityscapes frames), so the
+second predicts only the rest again. The thresholds are saved in `pseudo_labels.json` after the first pass: an
+interrupted run resumes at the first missing file and writes exactly the files an uninterrupted run writes.
 """
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -42,6 +44,7 @@ from .spatial_prior import source_spatial_prior
 
 N_BINS = 10_000
 JSON_NAME = "pseudo_labels.json"
+CACHE_BYTES = 1 << 30  # pass 1's predictions kept for pass 2 (a label byte and a uint16 bin per pixel)
 
 
 class PseudoLabelError(RuntimeError):
@@ -151,7 +154,7 @@ def _link_images(target_root: Path, out: Path, split: str) -> None:
 
 def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str | Path,
                        options: PseudoLabelOptions = PseudoLabelOptions(), progress: bool = True,
-                       command: str = "", log=print) -> dict:
+                       command: str = "", log=print, cache_bytes: int = CACHE_BYTES) -> dict:
     """Write the pseudo-label tree `out` for the target images of `target_root` and return its summary (also
     saved as out/pseudo_labels.json): thresholds, kept fractions, and precision when the split has labels."""
     o = options
@@ -201,11 +204,15 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
         bar.close()
 
     summary = _read_summary(out, settings)
+    cached: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # pass 1's predictions that pass 2 need not repeat
     if summary is None:  # pass 1: confidences of every frame -> thresholds
         hist = np.zeros((protocol.num_classes, N_BINS), dtype=np.int64)
-        for _, (label, bins) in predictions(list(range(len(samples))), "confidences"):
+        room = cache_bytes
+        for i, (label, bins) in predictions(list(range(len(samples))), "confidences"):
             hist += np.bincount(label.astype(np.int64).ravel() * N_BINS + bins.ravel(),
                                 minlength=hist.size).reshape(hist.shape)
+            if 3 * label.size <= room:
+                cached[i], room = (label, bins.astype(np.uint16)), room - 3 * label.size
         thresholds = class_thresholds(hist, o.percentile, o.cap)
         kept = kept_fractions(hist, thresholds)
         summary = {"command": command, "settings": settings, "frames": len(samples),
@@ -222,7 +229,9 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     to_id = np.zeros(256, dtype=np.uint8)  # class index -> Cityscapes label id; ignore -> 0 ("unlabeled")
     to_id[: protocol.num_classes] = TRAINID_TO_ID[list(protocol.train_ids)]
     todo = [i for i, path in enumerate(outputs) if not path.is_file()]
-    for i, (label, bins) in predictions(todo, "pseudo labels"):
+    rest = [i for i in todo if i not in cached]
+    for i, (label, bins) in itertools.chain(((i, cached.pop(i)) for i in todo if i in cached),
+                                            predictions(rest, "pseudo labels")):
         label[bins < thresholds[label]] = IGNORE
         write_raw_label(outputs[i], to_id[label], "cityscapes")
 
