@@ -277,10 +277,10 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
     from training.pseudo_labels import PseudoLabelError
     from training.self_training import RoundInterrupted, self_train
 
+    if teachers_every_round and not pseudo["teachers"]:
+        raise click.UsageError("--teachers-every-round needs at least one --teacher")
     try:
         overrides = _overrides(sets, method, iters, stop_at)
-        if teachers_every_round and not pseudo["teachers"]:
-            raise click.UsageError("--teachers-every-round needs at least one --teacher")
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
                                progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round)
     except RoundInterrupted as e:

@@ -7,10 +7,10 @@ its class threshold becomes ignore. The output is a Cityscapes tree: `gtFine/{sp
 (label ids; ignore = id 0 "unlabeled", which every reader maps to 255) and `leftImg8bit/{split}`, a link to the
 target images, so the training loaders, `jal-data check` and the official evaluator read it as it is.
 
-Teachers: with `teachers`, the softmax of each extra checkpoint is averaged with the checkpoint's (with `flip`,
-each model's mirror prediction too) before the spatial prior and the thresholds. Adapted models trained by different routes (e.g. with and without colour
-randomisation) tend to be wrong on different classes; their mean is a steadier teacher than either (an ensemble,
-as in mean-teacher and multi-teacher self-training).
+Teachers: with `teachers`, the softmax of each extra checkpoint is averaged with the checkpoint's (with `flip`, each
+model's mirror prediction too) before the spatial prior and the thresholds. Adapted models trained by different
+routes (e.g. with and without colour randomisation) tend to be wrong on different classes; their mean is a steadier
+teacher than either (an ensemble, as in mean-teacher and multi-teacher self-training).
 
 Two passes: the first counts confidences (a 10,000-bin histogram per class, so the thresholds are exact to 1e-4
 whatever the split's size), the second writes the files. The first pass keeps its predictions (3 bytes a pixel)
