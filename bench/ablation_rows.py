@@ -21,8 +21,9 @@ NO_ADVERSARIAL_SSL_ROWS = ("adabn+sp+ssl1", "cr+sp+flip+ssl1")
 # `+ens`: pseudo labels from the softmax averaged over two models: round 1 the row's own adapted model and the
 # other route's JAL+WTM (`jal-wtm` <-> `cr+jal-wtm`: with and without colour randomisation), which fail on
 # different classes (`self-train --teacher`), each later round the previous round's student and that same
-# partner (`--teachers-every-round`); the student starts from the row's own model
-ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2")
+# partner (`--teachers-every-round`); the student starts from the row's own model and keeps its route's source
+# stream: `cr+jal-wtm+ens+...` is the same teachers with the colour-randomised student
+ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2", "cr+jal-wtm+ens+sp+ssl1", "cr+jal-wtm+ens+sp+ssl2")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")

@@ -270,6 +270,10 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert self_training_stages("jal-wtm+ens+sp+ssl2") == ("jal-wtm+ens+sp", "jal-wtm", 2, True, False)
     assert rows.ensemble_partner("jal-wtm+ens+sp+ssl1") == "cr+jal-wtm"
     assert rows.ensemble_partner("cr+jal-wtm+ens+sp+ssl1") == "jal-wtm"
+    # the colour-randomised student: same two teachers, its own route's pretraining, method and source stream
+    assert "cr+jal-wtm+ens+sp+ssl2" in ROWS and rows.colour_randomised("cr+jal-wtm+ens+sp+ssl1")
+    assert self_training_stages("cr+jal-wtm+ens+sp+ssl1") == ("cr+jal-wtm+ens+sp", "cr+jal-wtm", 1, True, False)
+    assert rows.row_method("cr+jal-wtm+ens+sp+ssl1") == "jal-wtm"
     assert rows.ensemble_partner("jal-wtm+sp+ssl1") is None and rows.row_method("jal-wtm+ens+sp+ssl1") == "jal-wtm"
 
 
