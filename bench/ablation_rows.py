@@ -24,8 +24,14 @@ NO_ADVERSARIAL_SSL_ROWS = ("adabn+sp+ssl1", "cr+sp+flip+ssl1")
 # partner (`--teachers-every-round`); the student starts from the row's own model and keeps its route's source
 # stream: `cr+jal-wtm+ens+...` is the same teachers with the colour-randomised student
 ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2", "cr+jal-wtm+ens+sp+ssl1", "cr+jal-wtm+ens+sp+ssl2")
+# `+tgt`: the same rounds trained on the pseudo-labelled target images alone (method.target_only: no source
+# image, no discriminator), whose labels then meet no source loss that teaches each class's source appearance;
+# `+tgtcr`: those images under colour randomisation (CR_DATA), the student's input noised as in Noisy Student
+TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl2",
+                    "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2")
+TARGET_ONLY = ("+tgt", "+tgtcr")
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
-              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS)
+              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
                 *NO_ADVERSARIAL_SSL_ROWS, "oracle")
@@ -55,11 +61,21 @@ def row_method(row: str) -> str:
 
 def self_training_stages(row: str) -> tuple[str, str, int, bool, bool]:
     """A `...+ssl<k>` row as (its rounds' stem, the adapted row the rounds start from, k, spatial prior, flip):
-    `cr+jal-wtm+sp+flip+ssl2` is round 2 from `cr+jal-wtm`, with spatial priors and flip-averaged pseudo labels."""
+    `cr+jal-wtm+sp+flip+ssl2` is round 2 from `cr+jal-wtm`, with spatial priors and flip-averaged pseudo labels
+    (`+tgt` before them: trained on the target alone, see `target_only`)."""
     stem, rounds = row.rsplit("+ssl", 1)
     options = stem.removesuffix("+flip")
+    for token in TARGET_ONLY:
+        options = options.removesuffix(token)
     adapted = options.removesuffix("+sp").removesuffix("+ens")
     return stem, adapted, int(rounds), options.endswith("+sp"), stem.endswith("+flip")
+
+
+def target_only(row: str) -> str | None:
+    """How a self-training row's rounds train on the pseudo-labelled target images alone: `+tgt` (as they are),
+    `+tgtcr` (colour-randomised), or None (beside the source stream)."""
+    stem = self_training_stages(row)[0].removesuffix("+flip") if "+ssl" in row else ""
+    return next((token for token in TARGET_ONLY if stem.endswith(token)), None)
 
 
 def ensemble_partner(row: str) -> str | None:

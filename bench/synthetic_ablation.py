@@ -64,7 +64,7 @@ from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
-                           row_method, self_training_stages)
+                           row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
                            source_val_miou, train)
 from ablation_tables import merge_seeds, pseudo_line, selection_table, table
@@ -217,9 +217,11 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
     def second_stage(row: str) -> dict:
         _, pre_dir, data_options = pretraining(row)
         return merge_overrides(base, {
-            "method": {"name": row_method(row), "d_input": "onehot" if "+onehot" in row else "softmax"},
+            "method": {"name": row_method(row), "d_input": "onehot" if "+onehot" in row else "softmax",
+                       **({"target_only": True} if target_only(row) else {})},
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
-            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0, **data_options},
+            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0, **data_options,
+                     **(CR_DATA if target_only(row) == "+tgtcr" else {})},
             "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
             # a snapshot at every evaluation, all kept: what label-free selection chooses from
             "run": {"eval_every": p.eval_every, "save_every": p.eval_every,

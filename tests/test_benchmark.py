@@ -275,6 +275,16 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert self_training_stages("cr+jal-wtm+ens+sp+ssl1") == ("cr+jal-wtm+ens+sp", "cr+jal-wtm", 1, True, False)
     assert rows.row_method("cr+jal-wtm+ens+sp+ssl1") == "jal-wtm"
     assert rows.ensemble_partner("jal-wtm+sp+ssl1") is None and rows.row_method("jal-wtm+ens+sp+ssl1") == "jal-wtm"
+    # +tgt: the same rounds, pseudo labels and teachers, trained on the target alone; a folder of their own
+    assert self_training_stages("jal-wtm+ens+sp+tgt+ssl2") == ("jal-wtm+ens+sp+tgt", "jal-wtm", 2, True, False)
+    assert self_training_stages("cr+jal-wtm+sp+tgt+flip+ssl1") == ("cr+jal-wtm+sp+tgt+flip", "cr+jal-wtm", 1, True,
+                                                                   True)
+    assert rows.ensemble_partner("jal-wtm+ens+sp+tgt+ssl1") == "cr+jal-wtm"
+    assert self_training_stages("jal-wtm+ens+sp+tgtcr+ssl1") == ("jal-wtm+ens+sp+tgtcr", "jal-wtm", 1, True, False)
+    assert [rows.target_only(r) for r in ("jal-wtm+ens+sp+tgt+ssl1", "cr+jal-wtm+sp+tgt+flip+ssl1",
+                                          "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+ssl1", "jal-wtm")] == [
+        "+tgt", "+tgt", "+tgtcr", None, None]
+    assert {"jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl1", "jal-wtm+ens+sp+tgtcr+ssl1"} <= set(ROWS)
 
 
 def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides(bench_module):

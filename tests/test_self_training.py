@@ -263,29 +263,60 @@ def test_ctrl_c_while_a_round_writes_its_pseudo_labels_stops_the_round_resumably
     assert 0 < summary["pseudo"]["kept_total"] < 1 and (tmp_path / "ssl" / "round1" / "round.json").is_file()
 
 
-@pytest.mark.parametrize("method,expected", [
-    ("jal-wtm", {"seg1", "seg2", "seg1_tgt", "seg2_tgt", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1", "d2",
-                 "d_wtm"}),
-    ("source-only", {"seg1", "seg2", "seg1_tgt", "seg2_tgt"}),
+@pytest.mark.parametrize("method,target_only,expected", [
+    ("jal-wtm", False, {"seg1", "seg2", "seg1_tgt", "seg2_tgt", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1",
+                        "d2", "d_wtm"}),
+    ("source-only", False, {"seg1", "seg2", "seg1_tgt", "seg2_tgt"}),
+    # target-only: the pseudo labels alone, through the deployed target decoders; no source image is ever read
+    ("jal-wtm", True, {"seg1_tgt", "seg2_tgt"}),
 ])
 def test_self_training_adds_the_pseudo_label_loss_to_any_method(synth_root, adapted, pseudo, tmp_path, method,
-                                                                expected):
+                                                                target_only, expected):
     from training.runlog import LOSS_TERMS
 
     cfg = tiny_cfg(synth_root, method, iters=2)
     cfg.method.self_training, cfg.data.target_labels = True, str(pseudo[0])
+    cfg.method.target_only = target_only
+    if target_only:
+        cfg.data.source_root = str(tmp_path / "no-source-tree")
     cfg.model.init = str(adapted)
     trainer = Trainer(cfg, tmp_path / method, progress=False)
     assert all(str(pseudo[0]) in str(s.label) for s in trainer.target_iter._dataset.samples)
+    assert (trainer.source_iter is None) == target_only
+    wtm_before = {k: v.clone() for k, v in trainer.model.state_dict().items() if "wtm" in k}
     trainer.run()
     row = read_rows(tmp_path / method / "train.csv")[-1]
     assert {t for t in LOSS_TERMS if row[t] != ""} == expected
     assert all(float(row[t]) > 0 for t in expected)
+    if method == "jal-wtm":  # the WTM is trained by the target terms in either case
+        after = trainer.model.state_dict()
+        assert wtm_before and any(not torch.equal(v, after[k]) for k, v in wtm_before.items())
+
+
+def test_target_only_rounds_noise_their_pseudo_labelled_images_with_the_labelled_stream_augmentation(
+        synth_root, adapted, pseudo, tmp_path):
+    """Photometric options apply to whichever stream is labelled: beside the source stream the target images
+    stay as the teachers saw them; in a target-only round they are the labelled stream (Noisy Student)."""
+    images = {}
+    for target_only in (False, True):
+        cfg = tiny_cfg(synth_root, "jal-wtm", iters=1)
+        cfg.method.self_training, cfg.data.target_labels = True, str(pseudo[0])
+        cfg.method.target_only = target_only
+        cfg.data.rand_conv, cfg.data.rand_conv_kernels, cfg.data.rand_conv_mix = True, [1], False
+        cfg.model.init = str(adapted)
+        trainer = Trainer(cfg, tmp_path / str(target_only), progress=False)
+        dataset = trainer.target_iter._dataset
+        assert (dataset.style is not None) == target_only
+        images[target_only] = np.asarray(dataset[0]["image"], dtype=np.float32)
+    assert images[True].shape == images[False].shape
+    assert np.abs(images[True] - images[False]).mean() > 0.05  # a random colour matrix, not the image as it is
 
 
 def test_self_training_config_is_checked_and_resume_keeps_it(synth_root, pseudo, tmp_path):
     with pytest.raises(ConfigError, match="target_labels"):
         resolve("synthetic-tiny", {"method": {"self_training": True}})
+    with pytest.raises(ConfigError, match="target_only.*self_training"):
+        resolve("synthetic-tiny", {"method": {"target_only": True}})
     with pytest.raises(ConfigError, match="oracle"):
         resolve("synthetic-tiny", {"method": {"name": "oracle", "self_training": True},
                                    "data": {"target_labels": str(pseudo[0])}})
@@ -376,13 +407,15 @@ def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
 def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher, tmp_path):
     args = ["self-train", str(adapted), "--out", str(tmp_path / "ssl"), "--rounds", "1", "--iters", "1",
             "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--teacher", str(teacher),
-            "--no-progress"]
+            "--target-only", "--no-progress"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert "round 1: pseudo labels kept" in result.output and "precision" in result.output
     assert "jal-export" in result.output and (tmp_path / "ssl" / "round1" / "round.json").is_file()
     settings = json.loads((tmp_path / "ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())["settings"]
     assert settings["flip"] and settings["teachers"] == [str(teacher.resolve())]
+    config = json.loads((tmp_path / "ssl" / "round1" / "train" / "config.json").read_text())
+    assert config["method"]["target_only"] is True and config["method"]["self_training"] is True
     lone = CliRunner().invoke(train_main, ["self-train", str(adapted), "--out", str(tmp_path / "lone"),
                                            "--teachers-every-round", "--no-progress"])
     assert lone.exit_code == 2 and "needs at least one --teacher" in lone.output

@@ -14,12 +14,13 @@ import yaml
 
 class Method(NamedTuple):
     """What one `--method` trains. `labels`: whose labels the segmentation loss reads; only the `oracle`
-    baseline reads the target's (it never reads a source image), every other method the source's."""
+    baseline reads the target's (it never reads a source image), every other method the source's, and a
+    target-only self-training round none (`method.target_only`: its pseudo labels are its only labels)."""
 
     adversarial: bool
     jal: bool
     wtm: str                 # WTM levels: none | low | high | both
-    labels: str = "source"   # source | target
+    labels: str = "source"   # source | target | none
     self_training: bool = False  # target images also get a segmentation loss on pseudo labels
 
 
@@ -106,6 +107,10 @@ class MethodConfig:
     lambda_adv_wtm2: float = 1e-3
     self_training: bool = False     # add the pseudo-label loss on target images to any method but the oracle
     lambda_seg_target: float = 1.0  # its weight (Bidirectional Learning: 1, as the source segmentation loss)
+    # self-training on the pseudo-labelled target images alone: no source image and no discriminator. The source
+    # stream keeps teaching each class's source appearance, which contradicts the pseudo labels wherever the
+    # target renders a class differently (on the benchmark: classes whose colours the target swaps)
+    target_only: bool = False
     # what the discriminators see: the softmax maps (the paper, AdaptSegNet) or their one-hot argmax with a
     # straight-through gradient, which hides confidence so that only the layout of the classes is compared
     d_input: str = "softmax"
@@ -150,8 +155,10 @@ class TrainConfig:
 
     @property
     def flags(self) -> Method:
-        """What the method trains: the row of METHOD_FLAGS, plus self-training when switched on."""
-        return METHOD_FLAGS[self.method.name]._replace(self_training=self.method.self_training)
+        """What the method trains: the row of METHOD_FLAGS, plus self-training when switched on (target-only:
+        without the source stream and the discriminators that compare against it)."""
+        flags = METHOD_FLAGS[self.method.name]._replace(self_training=self.method.self_training)
+        return flags._replace(adversarial=False, jal=False, labels="none") if self.method.target_only else flags
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -168,6 +175,9 @@ class TrainConfig:
         if self.method.self_training != bool(self.data.target_labels):
             raise ConfigError("method.self_training=true and data.target_labels=DIR go together (a pseudo-label "
                               "tree written by `jal-train pseudo-label`)")
+        if self.method.target_only and not self.method.self_training:
+            raise ConfigError("method.target_only trains on pseudo labels alone: it needs method.self_training=true "
+                              "and data.target_labels=DIR")
         if not 0.0 <= self.data.fda_beta < 0.5:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if not 0.0 <= self.data.color_jitter <= 0.5:

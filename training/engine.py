@@ -127,7 +127,7 @@ class Trainer:
 
     def _build_data(self) -> None:
         d = self.cfg.data
-        if not d.target_root or not (d.source_root or self.labels_from == "target"):
+        if not d.target_root or not (d.source_root or self.labels_from in ("target", "none")):
             raise TrainingError("data.source_root and data.target_root are required "
                                 "(--set data.source_root=PATH data.target_root=PATH)")
         streams = build_streams(self.cfg, self.device.type, self.env, start=self.iteration * d.batch_size)
@@ -198,13 +198,15 @@ class Trainer:
         _set_requires_grad(discs, False)
         model = self.ddp_model
 
-        batch = next(self.source_iter)
-        xs, ys = self._to_device(batch["image"]), batch["label"].to(self.device)
-        with self._autocast():
-            src = model(xs)
-            terms = {"seg1": seg_loss(src["low"].float(), ys), "seg2": seg_loss(src["high"].float(), ys)}
-        self._check({k: v.item() for k, v in terms.items()})
-        self._backward(mth.lambda_seg1 * terms["seg1"] + mth.lambda_seg2 * terms["seg2"])
+        terms = {}
+        if self.source_iter is not None:
+            batch = next(self.source_iter)
+            xs, ys = self._to_device(batch["image"]), batch["label"].to(self.device)
+            with self._autocast():
+                src = model(xs)
+                terms = {"seg1": seg_loss(src["low"].float(), ys), "seg2": seg_loss(src["high"].float(), ys)}
+            self._check({k: v.item() for k, v in terms.items()})
+            self._backward(mth.lambda_seg1 * terms["seg1"] + mth.lambda_seg2 * terms["seg2"])
 
         if self.target_iter is not None:
             batch_t = next(self.target_iter)

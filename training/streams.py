@@ -24,7 +24,7 @@ from .photometric import Photometric, RandomConvolution, compose
 
 @dataclass
 class Streams:
-    labelled: Iterator            # Eq. 1's images and labels
+    labelled: Iterator | None     # Eq. 1's images and labels (None: target-only self-training)
     target: Iterator | None       # None when the method reads no target image (source-only, oracle)
     val: DataLoader
     bn: DataLoader | None         # model.target_bn_frames > 0
@@ -35,26 +35,30 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
     aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
                   crop=tuple(d.crop) or None, flip=d.flip)
     target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
-    # Photometric augmentation applies to whichever stream is labelled, so the oracle keeps the same recipe.
+    # Photometric augmentation applies to whichever stream is labelled, so the oracle keeps the same recipe, and
+    # a target-only self-training round sees its pseudo-labelled images noised (Noisy Student: the teachers
+    # labelled the clean images).
     jitter = compose(Photometric(d.color_jitter, d.blur, seed=seed + 3) if d.color_jitter > 0 or d.blur else None,
                      RandomConvolution(seed=seed + 4, kernels=tuple(d.rand_conv_kernels), mix=d.rand_conv_mix)
                      if d.rand_conv else None)
+    labelled = None
     if flags.labels == "target":  # the oracle: target train labels at the target size, no source image
         labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
                                        augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache, style=jitter)
-    else:
+    elif flags.labels == "source":
         labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
                                        list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
                                        cache=d.cache, style=compose(_fda_style(cfg), jitter))
     loader = _Loaders(cfg, device_type, env, start)
-    labelled_stream, target = loader(labelled, seed), None
+    labelled_stream, target = (loader(labelled, seed) if labelled is not None else None), None
     if flags.adversarial or flags.self_training:  # source-only trains on no target image (no BN or other leak)
         # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
         # the adversarial terms then use the same target batch, as Bidirectional Learning does.
         root = d.target_labels if flags.self_training else d.target_root
         target = loader(SegmentationDataset(root, "cityscapes", split="train", labelled=flags.self_training,
                                             list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
-                                            augment=target_aug, cache=d.cache), seed + 1)
+                                            augment=target_aug, cache=d.cache,
+                                            style=jitter if flags.labels == "none" else None), seed + 1)
     val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
                               list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
                               protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
