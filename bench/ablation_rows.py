@@ -27,9 +27,11 @@ ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2", "cr+jal-wtm+ens+s
 # `+tgt`: the same rounds trained on the pseudo-labelled target images alone (method.target_only: no source
 # image, no discriminator), whose labels then meet no source loss that teaches each class's source appearance;
 # `+tgtcr`: those images under colour randomisation (CR_DATA), the student's input noised as in Noisy Student
+# `+fresh`: every round's student starts from the adapted model; the previous round's student only labels
 TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl2",
-                    "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2")
+                    "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2")
 TARGET_ONLY = ("+tgt", "+tgtcr")
+ROUND_OPTIONS = ("+flip", "+fresh", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
@@ -62,20 +64,29 @@ def row_method(row: str) -> str:
 def self_training_stages(row: str) -> tuple[str, str, int, bool, bool]:
     """A `...+ssl<k>` row as (its rounds' stem, the adapted row the rounds start from, k, spatial prior, flip):
     `cr+jal-wtm+sp+flip+ssl2` is round 2 from `cr+jal-wtm`, with spatial priors and flip-averaged pseudo labels
-    (`+tgt` before them: trained on the target alone, see `target_only`)."""
+    (the other ROUND_OPTIONS: see `round_options`)."""
     stem, rounds = row.rsplit("+ssl", 1)
-    options = stem.removesuffix("+flip")
-    for token in TARGET_ONLY:
-        options = options.removesuffix(token)
+    options, found = _split_round_options(stem)
     adapted = options.removesuffix("+sp").removesuffix("+ens")
-    return stem, adapted, int(rounds), options.endswith("+sp"), stem.endswith("+flip")
+    return stem, adapted, int(rounds), options.endswith("+sp"), "+flip" in found
+
+
+def _split_round_options(stem: str) -> tuple[str, tuple[str, ...]]:
+    found = []
+    while option := next((o for o in ROUND_OPTIONS if stem.endswith(o)), None):
+        stem, found = stem.removesuffix(option), [option, *found]
+    return stem, tuple(found)
+
+
+def round_options(row: str) -> tuple[str, ...]:
+    """The ROUND_OPTIONS of a self-training row, in its name's order (() for any other row)."""
+    return _split_round_options(self_training_stages(row)[0])[1] if "+ssl" in row else ()
 
 
 def target_only(row: str) -> str | None:
     """How a self-training row's rounds train on the pseudo-labelled target images alone: `+tgt` (as they are),
     `+tgtcr` (colour-randomised), or None (beside the source stream)."""
-    stem = self_training_stages(row)[0].removesuffix("+flip") if "+ssl" in row else ""
-    return next((token for token in TARGET_ONLY if stem.endswith(token)), None)
+    return next((o for o in round_options(row) if o in TARGET_ONLY), None)
 
 
 def ensemble_partner(row: str) -> str | None:

@@ -64,7 +64,7 @@ from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
-                           row_method, self_training_stages, target_only)
+                           round_options, row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
                            source_val_miou, train)
 from ablation_tables import merge_seeds, pseudo_line, selection_table, table
@@ -279,7 +279,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", rounds,
                                 out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
                                 PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers),
-                                teachers_every_round=bool(teachers))
+                                teachers_every_round=bool(teachers), fresh_students="+fresh" in round_options(row))
             snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)

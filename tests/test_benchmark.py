@@ -285,6 +285,12 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
                                           "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+ssl1", "jal-wtm")] == [
         "+tgt", "+tgt", "+tgtcr", None, None]
     assert {"jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl1", "jal-wtm+ens+sp+tgtcr+ssl1"} <= set(ROWS)
+    # +fresh: every round's student from the adapted model; any order of the round options after the stem
+    assert self_training_stages("jal-wtm+ens+sp+tgt+fresh+ssl2") == ("jal-wtm+ens+sp+tgt+fresh", "jal-wtm", 2, True,
+                                                                     False)
+    assert rows.round_options("jal-wtm+ens+sp+tgt+fresh+ssl2") == ("+tgt", "+fresh")
+    assert rows.round_options("cr+jal-wtm+sp+fresh+flip+ssl2") == ("+fresh", "+flip")
+    assert rows.target_only("jal-wtm+ens+sp+tgt+fresh+ssl2") == "+tgt" and rows.round_options("jal-wtm") == ()
 
 
 def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides(bench_module):

@@ -384,6 +384,21 @@ def test_teachers_every_round_label_each_round_beside_its_student(synth_root, ad
                    options=PseudoLabelOptions(teachers=(str(teacher),)), **QUIET)
 
 
+def test_fresh_students_start_every_round_from_the_adapted_model_and_label_with_the_previous_one(
+        synth_root, adapted, tmp_path):
+    overrides = {"optim": {"iters": 1}, "run": {"save_every": 1, "eval_every": 1}, "method": {"target_only": True}}
+    summaries = self_train(adapted, tmp_path / "ssl", rounds=2, overrides=overrides, fresh_students=True, **QUIET)
+    r1, r2 = tmp_path / "ssl" / "round1", tmp_path / "ssl" / "round2"
+    student1 = r1 / "train" / "checkpoints" / "last.pth"
+    labeller = json.loads((r2 / "pseudo" / "pseudo_labels.json").read_text())["settings"]["checkpoint"]
+    assert labeller == str(student1.resolve())  # round 2 is labelled by round 1's student ...
+    for r in (r1, r2):  # ... and trained from the adapted model, as round 1 is, target-only
+        config = json.loads((r / "train" / "config.json").read_text())
+        assert config["model"]["init"] == str(adapted) and config["method"]["target_only"] is True
+    assert [s["student_from"] for s in summaries] == [str(adapted)] * 2
+    assert summaries[1]["pseudo_from"] == str(student1)
+
+
 def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
     bench, ssl = load_preset("synthetic-bench"), load_preset("synthetic-bench-ssl")
     assert ssl["model"]["arch"] == bench["model"]["arch"] and ssl["model"]["width"] == bench["model"]["width"]
@@ -407,7 +422,7 @@ def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
 def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher, tmp_path):
     args = ["self-train", str(adapted), "--out", str(tmp_path / "ssl"), "--rounds", "1", "--iters", "1",
             "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--teacher", str(teacher),
-            "--target-only", "--no-progress"]
+            "--target-only", "--fresh-students", "--no-progress"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert "round 1: pseudo labels kept" in result.output and "precision" in result.output

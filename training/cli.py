@@ -262,12 +262,15 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
 @_with(_PSEUDO_OPTIONS)
 @click.option("--teachers-every-round", is_flag=True,
               help="Every round labels with its student and the --teacher checkpoints (default: round 1 only).")
+@click.option("--fresh-students", is_flag=True,
+              help="Start every round's student from CHECKPOINT (default: from the previous round's student); "
+                   "the previous student only labels.")
 @click.option("--target-only", is_flag=True,
               help="Train each round on the pseudo-labelled target images alone: no source image, no "
                    "discriminator (method.target_only).")
 @click.option("--no-progress", is_flag=True)
 def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, teachers_every_round,
-                       target_only, no_progress, **pseudo):
+                       fresh_students, target_only, no_progress, **pseudo):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -287,7 +290,8 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
         if target_only:
             overrides.setdefault("method", {})["target_only"] = True
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
-                               progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round)
+                               progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round,
+                               fresh_students=fresh_students)
     except RoundInterrupted as e:
         click.echo(str(e))
         sys.exit(130)

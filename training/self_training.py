@@ -6,7 +6,9 @@ segmentation loss on the pseudo labels too (`method.self_training`). The next ro
 `last.pth` (never a snapshot chosen with target labels). Extra teachers (`options.teachers`) label round 1
 beside the adapted checkpoint. Each later round's student labels alone, or, with `teachers_every_round`, beside
 the same teachers: their view of the target stays in every round's labels instead of only in the student's
-weights. A finished round leaves `round.json` and is skipped; an unfinished one resumes where it stopped (pseudo
+weights. With `fresh_students` every round's student starts from the adapted checkpoint, as Bidirectional
+Learning retrains each step from its initial weights: the previous round's student only labels, so a round does
+not inherit the previous student's fit to its own labels' errors. A finished round leaves `round.json` and is skipped; an unfinished one resumes where it stopped (pseudo
 labels file by file, training from its last checkpoint).
 """
 from __future__ import annotations
@@ -35,7 +37,7 @@ def round_config(checkpoint: str | Path, pseudo_dir: str | Path, preset: str = "
                  overrides: dict | None = None) -> TrainConfig:
     """The config of one round: the preset's values (without one, the checkpoint's own config), then
     `overrides`; data roots left empty come from the checkpoint's config; then self-training on
-    `pseudo_dir`, initialised from `checkpoint`."""
+    `pseudo_dir`, initialised from `checkpoint` (the student's start)."""
     state = read_checkpoint(checkpoint)
     saved = state.get("config") if isinstance(state, dict) else None
     if not preset and not saved:
@@ -53,7 +55,7 @@ def round_config(checkpoint: str | Path, pseudo_dir: str | Path, preset: str = "
 
 def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str = "", overrides: dict | None = None,
                options: PseudoLabelOptions | None = None, progress: bool = True, log=print,
-               teachers_every_round: bool = False) -> list[dict]:
+               teachers_every_round: bool = False, fresh_students: bool = False) -> list[dict]:
     """Run (or resume) `rounds` self-training rounds from an adapted checkpoint; one summary per round:
     {'round', 'checkpoint', 'pseudo': {kept_total, precision}, 'eval': the run's last evaluation}."""
     from .engine import Trainer  # torch-heavy: only when training
@@ -68,7 +70,8 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
             model = folder / "train" / "checkpoints" / "last.pth"  # where it is now, should the folder have moved
             log(f"round {k}: finished earlier ({model})")
             continue
-        cfg = round_config(model, folder / "pseudo", preset, overrides)
+        student = Path(checkpoint) if fresh_students else model
+        cfg = round_config(student, folder / "pseudo", preset, overrides)
         ensure_synthetic(cfg, progress=progress)
         d = cfg.data
         opts = options or PseudoLabelOptions()
@@ -90,7 +93,8 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
             result = Trainer(cfg, run_dir, resume=last.is_file(), progress=progress).run()
             if result["status"] != "finished":
                 raise RoundInterrupted(f"round {k} interrupted in {run_dir}; run the same command again to resume")
-        summary = {"round": k, "checkpoint": str(last), "pseudo_from": str(model), "teachers": list(opts.teachers),
+        summary = {"round": k, "checkpoint": str(last), "pseudo_from": str(model), "student_from": str(student),
+                   "teachers": list(opts.teachers),
                    "pseudo": {"kept_total": pseudo["kept_total"], "precision": pseudo.get("precision")},
                    "eval": result["last_eval"]}
         write_text(done, json.dumps(summary, indent=1))
