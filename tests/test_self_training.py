@@ -325,6 +325,11 @@ def test_self_training_config_is_checked_and_resume_keeps_it(synth_root, pseudo,
     cfg.method.self_training, cfg.data.target_labels = True, str(pseudo[0])
     with pytest.raises(TrainingError, match="another model or method"):
         Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+    # a self-training run does not resume on the target alone (its streams and losses would change mid-run)
+    Trainer(cfg, tmp_path / "ssl", progress=False).run()
+    cfg.method.target_only = True
+    with pytest.raises(TrainingError, match="another model or method"):
+        Trainer(cfg, tmp_path / "ssl", resume=True, progress=False)
 
 
 def test_rounds_run_end_to_end_and_resume(synth_root, adapted, teacher, tmp_path):

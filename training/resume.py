@@ -29,11 +29,13 @@ def read_resumable(out: Path, source: str | Path | None, cfg: TrainConfig) -> di
     # The init file only matters at the start: a moved or renamed init does not block a resume.
     arch_keys = [k for k in vars(cfg.model) if not k.startswith("init")]
     same_model = all(getattr(saved.model, k) == getattr(cfg.model, k) for k in arch_keys)
-    same_method = (saved.method.name, saved.method.self_training) == (cfg.method.name, cfg.method.self_training)
+    same_method = all(getattr(saved.method, k) == getattr(cfg.method, k)
+                      for k in ("name", "self_training", "target_only"))
     if not same_model or not same_method:
         raise ResumeError(f"--resume: {path} was trained with another model or method "
                           f"({saved.model.arch}, {saved.method.name}"
-                          f"{' + self-training' if saved.method.self_training else ''}); use a new --out folder")
+                          f"{' + self-training' if saved.method.self_training else ''}"
+                          f"{' (target-only)' if saved.method.target_only else ''}); use a new --out folder")
     return state
 
 

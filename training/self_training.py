@@ -8,8 +8,9 @@ beside the adapted checkpoint. Each later round's student labels alone, or, with
 the same teachers: their view of the target stays in every round's labels instead of only in the student's
 weights. With `fresh_students` every round's student starts from the adapted checkpoint, as Bidirectional
 Learning retrains each step from its initial weights: the previous round's student only labels, so a round does
-not inherit the previous student's fit to its own labels' errors. A finished round leaves `round.json` and is skipped; an unfinished one resumes where it stopped (pseudo
-labels file by file, training from its last checkpoint).
+not inherit the previous student's fit to its own labels' errors. A finished round leaves `round.json` and is
+skipped; an unfinished one resumes where it stopped (pseudo labels file by file, training from its last
+checkpoint).
 """
 from __future__ import annotations
 
