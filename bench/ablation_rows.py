@@ -28,12 +28,15 @@ ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2", "cr+jal-wtm+ens+s
 # image, no discriminator), whose labels then meet no source loss that teaches each class's source appearance;
 # `+tgtcr`: those images under colour randomisation (CR_DATA), the student's input noised as in Noisy Student
 # `+fresh`: every round's student starts from the adapted model; the previous round's student only labels
-TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl2",
+TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl2", "jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl2",
                     "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2")
+# `+anchor`: every later round's pseudo labels keep round 1's class shares (`self-train --anchor-shares`)
+ANCHOR_ROWS = ("jal-wtm+sp+tgt+anchor+ssl2",)
 TARGET_ONLY = ("+tgt", "+tgtcr")
-ROUND_OPTIONS = ("+flip", "+fresh", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
+ROUND_OPTIONS = ("+flip", "+fresh", "+anchor", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
+LATER_ROUNDS = ("+fresh", "+anchor")  # options that change only the rounds after the first
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
-              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS)
+              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS, *ANCHOR_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
                 *NO_ADVERSARIAL_SSL_ROWS, "oracle")
@@ -81,6 +84,14 @@ def _split_round_options(stem: str) -> tuple[str, tuple[str, ...]]:
 def round_options(row: str) -> tuple[str, ...]:
     """The ROUND_OPTIONS of a self-training row, in its name's order (() for any other row)."""
     return _split_round_options(self_training_stages(row)[0])[1] if "+ssl" in row else ()
+
+
+def first_round_stem(row: str) -> str:
+    """The rounds folder stem whose round 1 is this self-training row's round 1: its stem without the options
+    that change only later rounds (round 1 is then run once and shared)."""
+    stem = self_training_stages(row)[0]
+    base, options = _split_round_options(stem)
+    return base + "".join(o for o in options if o not in LATER_ROUNDS)
 
 
 def target_only(row: str) -> str | None:

@@ -97,7 +97,7 @@ def _wtm_drift(model) -> dict:
 
 def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, overrides: dict, preset: str,
                   report_only: bool, pseudo: PseudoLabelOptions, teachers_every_round: bool = False,
-                  fresh_students: bool = False) -> dict | None:
+                  fresh_students: bool = False, anchor_shares: bool = False) -> dict | None:
     """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
     +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
     labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
@@ -106,7 +106,7 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
         try:
             summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, pseudo, progress=False,
                                    log=lambda *_: None, teachers_every_round=teachers_every_round,
-                                   fresh_students=fresh_students)
+                                   fresh_students=fresh_students, anchor_shares=anchor_shares)
         except RoundInterrupted:
             raise Interrupted(rounds_dir) from None
         train_dir = rounds_dir / f"round{rounds}" / "train"
@@ -115,6 +115,15 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
                 "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
                 "pseudo": summaries[-1]["pseudo"]}
     return cached_result(run_dir, report_only, produce)
+
+
+def share_first_round(rounds_dir: Path, base_dir: Path) -> None:
+    """Link `rounds_dir`'s round 1 to `base_dir`'s finished one when they are the same round (options that change
+    only later rounds), so it is trained once; otherwise the rounds run in their own folder."""
+    mine, theirs = rounds_dir / "round1", base_dir / "round1"
+    if rounds_dir != base_dir and not mine.exists() and (theirs / "round.json").is_file():
+        rounds_dir.mkdir(parents=True, exist_ok=True)
+        mine.symlink_to(theirs.resolve(), target_is_directory=True)
 
 
 def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: bool) -> dict | None:

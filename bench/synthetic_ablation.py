@@ -64,9 +64,9 @@ from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
-                           round_options, row_method, self_training_stages, target_only)
+                           first_round_stem, round_options, row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
-                           source_val_miou, train)
+                           share_first_round, source_val_miou, train)
 from ablation_tables import merge_seeds, pseudo_line, selection_table, table
 
 
@@ -276,10 +276,12 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                         print(f"seed {seed} {row}: skipped, it needs the row {partner} first", file=sys.stderr)
                     continue
                 teachers = (str(out / f"seed{seed}" / partner / "checkpoints" / "last.pth"),)
+            share_first_round(out / f"seed{seed}" / f"{stem}+ssl", out / f"seed{seed}" / f"{first_round_stem(row)}+ssl")
             res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", rounds,
                                 out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
                                 PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers),
-                                teachers_every_round=bool(teachers), fresh_students="+fresh" in round_options(row))
+                                teachers_every_round=bool(teachers), fresh_students="+fresh" in round_options(row),
+                                anchor_shares="+anchor" in round_options(row))
             snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)

@@ -49,3 +49,53 @@ def runtime_models(synth_root, tmp_path_factory):
     labels = export_checkpoint(ckpt, out / "labels", **quiet)["artefacts"]["onnx"]
     logits = export_checkpoint(ckpt, out / "logits", output="logits", torch_program=True, **quiet)["artefacts"]
     return {"labels": labels, "logits": logits["onnx"], "pt2": logits["torch"], "checkpoint": ckpt}
+
+
+@pytest.fixture(scope="session")
+def adapted(synth_root, tmp_path_factory):
+    """A (2-iteration) JAL+WTM checkpoint with WTM2 moved off the identity, so Dec2^T differs from Dec2."""
+    import torch
+
+    from tests.test_training import tiny_cfg
+    from training.engine import Trainer
+
+    trainer = Trainer(tiny_cfg(synth_root, "jal-wtm", iters=2), tmp_path_factory.mktemp("adapted"), progress=False)
+    trainer.run()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        trainer.model.wtm2.conv.weight.add_(0.05 * torch.randn_like(trainer.model.wtm2.conv.weight))
+    return trainer.save("adapted.pth")
+
+
+@pytest.fixture(scope="session")
+def teacher(synth_root, tmp_path_factory):
+    """A second adapted model of another route (a 2-iteration AdaptSegNet run: no WTM, other weights)."""
+    from tests.test_training import tiny_cfg
+    from training.engine import Trainer
+
+    trainer = Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=2), tmp_path_factory.mktemp("teacher"), progress=False)
+    trainer.run()
+    return trainer.save("teacher.pth")
+
+
+@pytest.fixture(scope="session")
+def many_targets(tmp_path_factory):
+    """A Cityscapes-format target tree of MANY train frames: writing their pseudo labels takes seconds, far longer
+    than the Ctrl-C of `ctrl_c_once_written` takes to land once the first file is there."""
+    from tests.test_pseudo_labels import MANY
+
+    root = tmp_path_factory.mktemp("many")
+    generate(root, seed=1, counts={"gta5": 0, "synthia": 0, "cs_train": MANY, "cs_val": 0}, size=(128, 64),
+             progress=False, workers=1)
+    return root / "cityscapes"
+
+
+@pytest.fixture(scope="session")
+def pseudo(synth_root, adapted, tmp_path_factory):
+    """The adapted model's pseudo labels of the synthetic target train split, with default options."""
+    from training.pseudo_labels import PseudoLabelOptions, make_pseudo_labels
+
+    out = tmp_path_factory.mktemp("pseudo") / "pl"
+    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", out, PseudoLabelOptions(batch=4),
+                                 progress=False, log=lambda *_: None)
+    return out, summary

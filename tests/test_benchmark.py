@@ -291,6 +291,25 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert rows.round_options("jal-wtm+ens+sp+tgt+fresh+ssl2") == ("+tgt", "+fresh")
     assert rows.round_options("cr+jal-wtm+sp+fresh+flip+ssl2") == ("+fresh", "+flip")
     assert rows.target_only("jal-wtm+ens+sp+tgt+fresh+ssl2") == "+tgt" and rows.round_options("jal-wtm") == ()
+    # +anchor: later rounds keep round 1's class shares; +fresh and +anchor rows share round 1 with their plain row
+    assert rows.round_options("jal-wtm+sp+tgt+anchor+ssl2") == ("+tgt", "+anchor") and "jal-wtm+sp+tgt+ssl2" in ROWS
+    assert [rows.first_round_stem(r) for r in ("jal-wtm+sp+tgt+anchor+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2",
+                                               "cr+jal-wtm+sp+flip+ssl1")] == [
+        "jal-wtm+sp+tgt", "jal-wtm+ens+sp+tgt", "cr+jal-wtm+sp+flip"]
+
+
+def test_a_later_round_option_shares_round_one_once_it_is_finished(bench_module, tmp_path):
+    share = bench_module("ablation_runs").share_first_round
+    plain, anchored = tmp_path / "jal-wtm+sp+tgt+ssl", tmp_path / "jal-wtm+sp+tgt+anchor+ssl"
+    (plain / "round1").mkdir(parents=True)
+    share(anchored, plain)
+    assert not anchored.exists()  # round 1 unfinished: the row runs its own
+    (plain / "round1" / "round.json").write_text("{}")
+    share(anchored, plain)
+    assert (anchored / "round1").resolve() == (plain / "round1").resolve()
+    assert (anchored / "round1" / "round.json").is_file()
+    share(plain, plain)  # a row is its own first-round row: nothing to link
+    assert not (plain / "round1").is_symlink()
 
 
 def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides(bench_module):

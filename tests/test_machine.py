@@ -39,3 +39,23 @@ def test_unknown_platform_says_so_instead_of_guessing():
 
 def test_this_machine_is_described():
     assert "cores" in cpu_summary()
+
+
+def test_bf16_autocast_on_a_cpu_that_emulates_it_warns_and_says_what_to_use(synth_root, tmp_path):
+    import warnings
+
+    from tests.test_training import tiny_cfg
+    from training.engine import Trainer, emulated_bf16
+
+    assert "run.amp=none" in emulated_bf16("bf16", "cpu", EPYC_AVX2)
+    assert emulated_bf16("bf16", "cpu", XEON_AMX) is None      # native bf16: the fast path
+    assert emulated_bf16("none", "cpu", EPYC_AVX2) is None     # fp32: nothing to say
+    assert emulated_bf16("bf16", "cuda", EPYC_AVX2) is None    # the GPU computes it
+    assert emulated_bf16("bf16", "cpu", "") is None            # unknown instruction sets: no guess
+    cfg = tiny_cfg(synth_root, "source-only", iters=1)
+    cfg.run.amp, cfg.run.device = "bf16", "cpu"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Trainer(cfg, tmp_path / "run", progress=False)
+    said = [str(w.message) for w in caught if "run.amp=bf16" in str(w.message)]
+    assert said == ([emulated_bf16("bf16", "cpu")] if emulated_bf16("bf16", "cpu") else [])  # this machine's CPU

@@ -1,248 +1,23 @@
-"""Pseudo labels (class-balanced thresholds, Cityscapes tree, resume, precision), self-training, rounds, presets."""
+"""Self-training: the pseudo-label loss, target-only rounds, rounds end to end (teachers, fresh students, anchored
+class shares), resume, presets, the CLI. The pseudo labels themselves: test_pseudo_labels.py."""
 import json
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from jal_deploy.datasets import check_tree, find_samples, read_label, read_raw_label
-from jal_deploy.labels import IGNORE
-from jal_deploy.synth import generate
+from tests.test_pseudo_labels import MANY, QUIET, assert_keeps_shares, ctrl_c_once_written, labels_in
 from tests.test_training import read_rows, tiny_cfg
 from training.checkpoints import load_trained
 from training.cli import main as train_main
 from training.config import ConfigError, load_preset, resolve
 from training.engine import Trainer, TrainingError
-from training.evaluate import deployed_output
-from training.pseudo_labels import (N_BINS, PseudoLabelError, PseudoLabelOptions, class_thresholds,
-                                    make_pseudo_labels)
+from training.pseudo_labels import PseudoLabelError, PseudoLabelOptions
 from training.self_training import self_train
-
-QUIET = {"progress": False, "log": lambda *_: None}
-
-
-@pytest.fixture(scope="module")
-def adapted(synth_root, tmp_path_factory):
-    """A (2-iteration) JAL+WTM checkpoint with WTM2 moved off the identity, so Dec2^T differs from Dec2."""
-    trainer = Trainer(tiny_cfg(synth_root, "jal-wtm", iters=2), tmp_path_factory.mktemp("adapted"), progress=False)
-    trainer.run()
-    torch.manual_seed(3)
-    with torch.no_grad():
-        trainer.model.wtm2.conv.weight.add_(0.05 * torch.randn_like(trainer.model.wtm2.conv.weight))
-    return trainer.save("adapted.pth")
-
-
-@pytest.fixture(scope="module")
-def teacher(synth_root, tmp_path_factory):
-    """A second adapted model of another route (a 2-iteration AdaptSegNet run: no WTM, other weights)."""
-    trainer = Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=2), tmp_path_factory.mktemp("teacher"), progress=False)
-    trainer.run()
-    return trainer.save("teacher.pth")
-
-
-MANY = 80
-
-
-@pytest.fixture(scope="module")
-def many_targets(tmp_path_factory):
-    """A Cityscapes-format target tree of MANY train frames: writing their pseudo labels takes seconds, far longer
-    than the Ctrl-C of `ctrl_c_once_written` takes to land once the first file is there."""
-    root = tmp_path_factory.mktemp("many")
-    generate(root, seed=1, counts={"gta5": 0, "synthia": 0, "cs_train": MANY, "cs_val": 0}, size=(128, 64),
-             progress=False, workers=1)
-    return root / "cityscapes"
-
-
-def ctrl_c_once_written(args: list[str], folder, pattern: str = "*_gtFine_labelIds.png") -> tuple[int, str]:
-    """Run `args` as its own process and press Ctrl-C (a real SIGINT) as soon as a file matching `pattern` appears
-    under `folder`: (exit status, stdout + stderr). A separate process, so that nothing an earlier test left in
-    this one (threads, signal state, GIL scheduling) decides whether the Ctrl-C lands."""
-    # A test run started as a background job of a non-interactive shell (`pytest &`, as CI scripts do) ignores
-    # SIGINT from its start, and SIG_IGN is inherited across exec: give the command the default disposition an
-    # interactive shell gives it
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not any(folder.rglob(pattern)):
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=300)
-    return proc.returncode, out + err
-
-
-def labels_in(folder) -> dict:
-    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*_gtFine_labelIds.png"))}
-
-
-@pytest.fixture(scope="module")
-def pseudo(synth_root, adapted, tmp_path_factory):
-    out = tmp_path_factory.mktemp("pseudo") / "pl"
-    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", out, PseudoLabelOptions(batch=4), **QUIET)
-    return out, summary
-
-
-def test_class_thresholds_are_the_median_confidence_capped():
-    hist = np.zeros((3, N_BINS), dtype=np.int64)
-    hist[0, [1000, 2000, 3000, 4000, 5000]] = 1   # confidences 0.1 .. 0.5: median 0.3
-    hist[1, [9500, 9600, 9700]] = 1               # median 0.96, capped at 0.9
-    thresholds = class_thresholds(hist, percentile=50, cap=0.9)
-    assert thresholds.tolist() == [3000, 9000, 0]  # class 2 never predicted
-    assert class_thresholds(hist, percentile=20, cap=0.9)[0] == 2000  # sorted index round(5 * 0.2) = 1
-
-
-def test_pseudo_labels_are_the_deployed_prediction_thresholded_per_class(synth_root, adapted, pseudo):
-    out, summary = pseudo
-    samples = find_samples(out, "cityscapes", split="train")  # a complete tree: images linked, every label there
-    assert len(samples) == 6 and not check_tree(out, "cityscapes", split="train").problems
-    model, _ = load_trained(adapted)
-    thresholds = np.asarray(summary["threshold_bins"]) / N_BINS
-    for sample in samples[:2]:
-        from training.data import Augment, SegmentationDataset
-        item = SegmentationDataset(synth_root / "cityscapes", "cityscapes", split="train", labelled=False,
-                                   augment=Augment(size=(96, 48)))[samples.index(sample)]
-        with torch.no_grad():
-            prob = torch.softmax(deployed_output(model(item["image"][None])), 1)
-            conf, pred = torch.nn.functional.interpolate(prob, size=(64, 128), mode="bilinear",
-                                                         align_corners=True)[0].max(0)
-        written = read_label(sample, "cityscapes")  # label ids read back as train ids, ignore -> 255
-        kept = written != IGNORE
-        assert np.array_equal(written[kept], pred.numpy()[kept])
-        margin = np.abs(conf.numpy() - thresholds[pred.numpy()]) > 2 / N_BINS  # away from a bin edge
-        assert np.array_equal(kept[margin], (conf.numpy() >= thresholds[pred.numpy()])[margin])
-        assert set(np.unique(read_raw_label(sample.label, "cityscapes"))) <= {0, *range(7, 34)}
-    assert all(v <= 0.9 for v in summary["thresholds"].values())
-    for name, frac in summary["kept_fraction"].items():  # the median keeps at least half, the cap more
-        assert frac is None or frac >= 0.5
-
-
-def test_kept_fractions_and_precision_match_the_written_files(synth_root, pseudo):
-    out, summary = pseudo
-    pseudo_maps = [read_label(s, "cityscapes") for s in find_samples(out, "cityscapes", split="train")]
-    real_maps = [read_label(s, "cityscapes") for s in find_samples(synth_root / "cityscapes", "cityscapes",
-                                                                 split="train")]
-    total = sum(m.size for m in pseudo_maps)
-    assert summary["kept_total"] == pytest.approx(sum((m != IGNORE).sum() for m in pseudo_maps) / total)
-    for c, name in enumerate(summary["classes"]):
-        kept = sum((m == c).sum() for m in pseudo_maps)
-        predicted = summary["predicted_share"][name] * total
-        if predicted:
-            assert kept == pytest.approx(predicted * summary["kept_fraction"][name], abs=0.5)
-            labelled = sum(((p == c) & (r != IGNORE)).sum() for p, r in zip(pseudo_maps, real_maps))
-            right = sum(((p == c) & (r == c)).sum() for p, r in zip(pseudo_maps, real_maps))
-            if labelled:
-                assert summary["precision"]["per_class"][name] == pytest.approx(right / labelled)
-    saved = json.loads((out / "pseudo_labels.json").read_text())
-    assert saved["status"] == "done" and saved["precision"] == summary["precision"]
-
-
-def test_resumed_pseudo_labelling_writes_the_same_files_and_refuses_other_settings(synth_root, adapted, pseudo,
-                                                                                    tmp_path):
-    out, _ = pseudo
-    copy = tmp_path / "pl"
-    shutil.copytree(out, copy, symlinks=True)
-    labels = sorted((copy / "gtFine" / "train").glob("*/*_gtFine_labelIds.png"))
-    for path in labels[::2]:  # as if killed half way through pass 2
-        path.unlink()
-    kept_mtime = labels[1].stat().st_mtime_ns
-    make_pseudo_labels(adapted, synth_root / "cityscapes", copy, PseudoLabelOptions(batch=1), **QUIET)
-    for path in sorted((out / "gtFine" / "train").glob("*/*_gtFine_labelIds.png")):
-        assert (copy / path.relative_to(out)).read_bytes() == path.read_bytes()
-    assert labels[1].stat().st_mtime_ns == kept_mtime  # written frames are skipped
-    with pytest.raises(PseudoLabelError, match="cap"):
-        make_pseudo_labels(adapted, synth_root / "cityscapes", copy, PseudoLabelOptions(cap=0.8), **QUIET)
-
-
-def test_pass_two_reuses_the_predictions_of_pass_one_that_fit_and_writes_the_same_files(synth_root, adapted,
-                                                                                        pseudo, tmp_path):
-    out, _ = pseudo
-    model_type = type(load_trained(adapted)[0])
-    frames = len(list((out / "gtFine" / "train").glob("*/*_gtFine_labelIds.png")))
-    for room, forwards in ((0, 2 * frames), (3 * 64 * 128 * 2, 2 * frames - 2), (1 << 30, frames)):
-        calls = []
-        hook = torch.nn.modules.module.register_module_forward_hook(
-            lambda module, *_: calls.append(1) if isinstance(module, model_type) else None)
-        try:
-            make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / str(room), PseudoLabelOptions(),
-                               cache_bytes=room, **QUIET)
-        finally:
-            hook.remove()
-        assert len(calls) == forwards  # a frame kept from pass 1 (64x128: 3 bytes a pixel) is not predicted again
-        for path in sorted((out / "gtFine" / "train").glob("*/*_gtFine_labelIds.png")):
-            assert (tmp_path / str(room) / path.relative_to(out)).read_bytes() == path.read_bytes()
-
-
-def test_flip_averaging_changes_the_labels_and_is_recorded(synth_root, adapted, pseudo, tmp_path):
-    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "flip",
-                                 PseudoLabelOptions(flip=True, batch=3), **QUIET)
-    assert summary["settings"]["flip"] is True
-    assert summary["threshold_bins"] != pseudo[1]["threshold_bins"]
-
-
-def test_teachers_label_with_their_mean_softmax_and_are_recorded(synth_root, adapted, teacher, pseudo, tmp_path):
-    summary = make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "ens",
-                                 PseudoLabelOptions(teachers=(str(teacher),), batch=2), **QUIET)
-    assert summary["settings"]["teachers"] == [str(teacher.resolve())]
-    assert "teachers" not in pseudo[1]["settings"]  # trees made by one model keep their settings
-    from training.data import Augment, SegmentationDataset
-    dataset = SegmentationDataset(synth_root / "cityscapes", "cityscapes", split="train", labelled=False,
-                                  augment=Augment(size=(96, 48)))
-    models = [load_trained(adapted)[0].eval(), load_trained(teacher)[0].eval()]
-    thresholds = np.asarray(summary["threshold_bins"]) / N_BINS
-    changed = 0
-    for i, sample in enumerate(find_samples(tmp_path / "ens", "cityscapes", split="train")[:3]):
-        with torch.no_grad():
-            probs = [torch.softmax(deployed_output(m(dataset[i]["image"][None])), 1) for m in models]
-            up = [torch.nn.functional.interpolate(p, size=(64, 128), mode="bilinear", align_corners=True)[0]
-                  for p in probs]
-        conf, pred = (0.5 * (up[0] + up[1])).max(0)
-        written = read_label(sample, "cityscapes")
-        kept = written != IGNORE
-        assert np.array_equal(written[kept], pred.numpy()[kept])
-        margin = np.abs(conf.numpy() - thresholds[pred.numpy()]) > 2 / N_BINS
-        assert np.array_equal(kept[margin], (conf.numpy() >= thresholds[pred.numpy()])[margin])
-        changed += int((up[0].argmax(0) != pred).sum())
-    assert changed > 0  # the teacher changed some of the adapted model's own labels
-    with pytest.raises(PseudoLabelError, match="teachers"):  # same folder, other teachers: refused
-        make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "ens", PseudoLabelOptions(), **QUIET)
-    cfg = tiny_cfg(synth_root, "source-only", iters=1)
-    cfg.data.protocol, cfg.data.eval_protocols, cfg.model.num_classes = "16", ("16",), 16
-    other = Trainer(cfg, tmp_path / "16", progress=False)
-    with pytest.raises(PseudoLabelError, match="16 classes .* share the label protocol"):
-        make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "mixed",
-                           PseudoLabelOptions(teachers=(str(other.save("16.pth")),)), **QUIET)
-    assert not (tmp_path / "mixed").exists()  # refused before anything is written
-
-
-def test_pseudo_label_cli_prints_the_precision_table(synth_root, adapted, teacher, tmp_path):
-    out = tmp_path / "cli"
-    result = CliRunner().invoke(train_main, ["pseudo-label", str(adapted), "--target", str(synth_root / "cityscapes"),
-                                             "--out", str(out), "--percentile", "40", "--teacher", str(teacher),
-                                             "--teacher", str(adapted), "--no-progress"])
-    assert result.exit_code == 0, result.output
-    assert "precision" in result.output and "road" in result.output and "method.self_training=true" in result.output
-    saved = json.loads((out / "pseudo_labels.json").read_text())
-    assert saved["command"].startswith("jal-train pseudo-label") and "--percentile 40.0" in saved["command"]
-    assert f"--teacher {teacher} --teacher {adapted}" in saved["command"] and len(saved["settings"]["teachers"]) == 2
-
-
-def test_ctrl_c_while_writing_pseudo_labels_keeps_the_written_files_and_exits_130(adapted, many_targets, tmp_path):
-    out = tmp_path / "pl"
-    args = ["pseudo-label", str(adapted), "--target", str(many_targets), "--out", str(out), "--no-progress"]
-    returncode, output = ctrl_c_once_written([sys.executable, "-m", "training.cli", *args], out)
-    assert returncode == 130, output
-    assert "run the same command again to resume" in output and "Traceback" not in output
-    written = labels_in(out)
-    assert 1 <= len(written) < MANY and json.loads((out / "pseudo_labels.json").read_text())["status"] == "writing"
-    result = CliRunner().invoke(train_main, args)
-    assert result.exit_code == 0, result.output
-    assert len(labels_in(out)) == MANY and all(p.stat().st_mtime_ns == t for p, t in written.items())
 
 
 def test_ctrl_c_while_a_round_writes_its_pseudo_labels_stops_the_round_resumably(synth_root, adapted, many_targets,
@@ -402,6 +177,19 @@ def test_fresh_students_start_every_round_from_the_adapted_model_and_label_with_
         assert config["model"]["init"] == str(adapted) and config["method"]["target_only"] is True
     assert [s["student_from"] for s in summaries] == [str(adapted)] * 2
     assert summaries[1]["pseudo_from"] == str(student1)
+
+
+def test_anchored_rounds_keep_round_one_class_shares(synth_root, adapted, tmp_path):
+    out = tmp_path / "ssl"
+    args = ["self-train", str(adapted), "--out", str(out), "--rounds", "2", "--iters", "1", "--set", "run.save_every=1",
+            "--set", "run.eval_every=1", "--target-only", "--anchor-shares", "--no-progress"]
+    result = CliRunner().invoke(train_main, args)
+    assert result.exit_code == 0, result.output
+    r1, r2 = (json.loads((out / f"round{k}" / "pseudo" / "pseudo_labels.json").read_text()) for k in (1, 2))
+    assert "class_shares" not in r1["settings"]  # round 1: the percentile
+    assert r2["settings"]["class_shares"] == str((out / "round1" / "pseudo" / "pseudo_labels.json").resolve())
+    assert r2["settings"]["checkpoint"] == str((out / "round1" / "train" / "checkpoints" / "last.pth").resolve())
+    assert_keeps_shares(r2, r1, pixels=6 * 64 * 128)
 
 
 def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):

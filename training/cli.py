@@ -174,8 +174,8 @@ def _pseudo_options(split: str = "train", list_file: str = "", **pseudo):
     from training.pseudo_labels import PseudoLabelOptions
 
     pseudo["size"] = tuple(pseudo["size"] or ())
-    for key in ("prior_root", "prior_format"):
-        pseudo[key] = pseudo[key] or ""
+    for key in ("prior_root", "prior_format", "class_shares"):
+        pseudo[key] = pseudo.get(key) or ""
     return PseudoLabelOptions(split=split, list_file=list_file or "", **pseudo)
 
 
@@ -220,13 +220,17 @@ def _with(options):
 @click.option("--list", "list_file", default="", help="List file restricting the images (AdaptSegNet format).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The pseudo-label tree to write.")
 @_with(_PSEUDO_OPTIONS)
+@click.option("--class-shares", type=click.Path(dir_okay=False, exists=True),
+              help="An earlier tree's pseudo_labels.json: each class keeps the share of all pixels it kept there "
+                   "(its most confident predicted pixels) instead of --percentile.")
 @click.option("--no-progress", is_flag=True)
 def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseudo):
     """Write pseudo labels of CHECKPOINT's deployed decoder for the --target images, as a Cityscapes tree.
 
     Class-balanced thresholds as Bidirectional Learning: per class, the median confidence of the pixels
     predicted as that class, capped at 0.9; pixels below become ignore. With --spatial-prior (CBST-SP) the
-    probabilities are first weighted by where each class lies in the source labels. Resumable: run it again.
+    probabilities are first weighted by where each class lies in the source labels; with --class-shares each
+    class keeps the share of the pixels it had in an earlier tree. Resumable: run it again.
 
     \b
     Example:
@@ -265,12 +269,15 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
 @click.option("--fresh-students", is_flag=True,
               help="Start every round's student from CHECKPOINT (default: from the previous round's student); "
                    "the previous student only labels.")
+@click.option("--anchor-shares", is_flag=True,
+              help="Every round after the first keeps round 1's class shares in its pseudo labels (the most "
+                   "confident pixels of each class) instead of --percentile of what its student predicts.")
 @click.option("--target-only", is_flag=True,
               help="Train each round on the pseudo-labelled target images alone: no source image, no "
                    "discriminator (method.target_only).")
 @click.option("--no-progress", is_flag=True)
 def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, teachers_every_round,
-                       fresh_students, target_only, no_progress, **pseudo):
+                       fresh_students, anchor_shares, target_only, no_progress, **pseudo):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -291,7 +298,7 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
             overrides.setdefault("method", {})["target_only"] = True
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
                                progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round,
-                               fresh_students=fresh_students)
+                               fresh_students=fresh_students, anchor_shares=anchor_shares)
     except RoundInterrupted as e:
         click.echo(str(e))
         sys.exit(130)

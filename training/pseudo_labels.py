@@ -12,6 +12,13 @@ model's mirror prediction too) before the spatial prior and the thresholds. Adap
 routes (e.g. with and without colour randomisation) tend to be wrong on different classes; their mean is a steadier
 teacher than either (an ensemble, as in mean-teacher and multi-teacher self-training).
 
+Class shares: with `class_shares` (an earlier tree's pseudo_labels.json, e.g. round 1's), each class keeps the
+share of all pixels it kept there, as its most confident predicted pixels (every one when it is predicted less
+often), instead of a fixed percentile of what the model predicts now. A percentile keeps half of each predicted
+class, so over rounds a class the student predicts less often loses labels and one it over-predicts gains them;
+anchored shares keep the labels' class composition where the first teacher put it. Thresholds stay capped at
+`cap`: a pixel that confident is kept in every case.
+
 Two passes: the first counts confidences (a 10,000-bin histogram per class, so the thresholds are exact to 1e-4
 whatever the split's size), the second writes the files. The first pass keeps its predictions (3 bytes a pixel)
 while they fit in `cache_bytes` (1 GiB: a 600-frame 512x256 split whole, about 170 Cityscapes frames), so the
@@ -65,19 +72,36 @@ class PseudoLabelOptions:
     prior_root: str = ""        # the labelled tree the prior counts ("" = the checkpoint's data.source_root)
     prior_format: str = ""      # its format ("" = the checkpoint's data.source)
     teachers: tuple[str, ...] = ()  # more checkpoints whose softmax is averaged with the checkpoint's
+    class_shares: str = ""      # an earlier tree's pseudo_labels.json: keep each class's share of the pixels as it did
 
 
-def class_thresholds(hist: np.ndarray, percentile: float, cap: float) -> np.ndarray:
+def class_thresholds(hist: np.ndarray, percentile: float | np.ndarray, cap: float) -> np.ndarray:
     """Per class, the confidence bin of the `percentile`-th pixel (sorted ascending, index round(n * p / 100)
-    as Bidirectional Learning), capped at `cap`; a pixel is kept when its bin is >= its class's."""
+    as Bidirectional Learning; one percentile for every class or one per class), capped at `cap`; a pixel is
+    kept when its bin is >= its class's."""
     cap_bin = int(round(cap * N_BINS))
+    percentiles = np.broadcast_to(np.asarray(percentile, dtype=np.float64), (len(hist),))
     out = np.zeros(len(hist), dtype=np.int64)
     for c, counts in enumerate(hist):
         n = int(counts.sum())
         if n:
-            k = min(int(round(n * percentile / 100.0)), n - 1)
+            k = min(int(round(n * percentiles[c] / 100.0)), n - 1)
             out[c] = min(int(np.searchsorted(np.cumsum(counts), k, side="right")), cap_bin)
     return out
+
+
+def anchored_percentiles(hist: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """Per class, the percentile that keeps `shares[c]` of all pixels as class c: its most confident predicted
+    pixels, all of them when it is predicted less often than that (0: keep every one)."""
+    wanted = shares * hist.sum()
+    predicted = hist.sum(1)
+    return 100.0 * np.clip(1.0 - wanted / np.maximum(predicted, 1), 0.0, 1.0)
+
+
+def kept_shares(summary: dict) -> np.ndarray:
+    """Per class, the share of all pixels a pseudo-label summary kept as that class."""
+    return np.array([(summary["predicted_share"][n] or 0.0) * (summary["kept_fraction"][n] or 0.0)
+                     for n in summary["classes"]])
 
 
 def kept_counts(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -188,6 +212,11 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
         unused += ["spatial_prior", "prior_root", "prior_format"]
     if not teachers:
         unused.append("teachers")
+    if o.class_shares:
+        anchor = _anchor_shares(o.class_shares, protocol)
+        settings["class_shares"] = str(Path(o.class_shares).resolve())
+    else:
+        unused.append("class_shares")
     for key in unused:
         settings.pop(key)
     predict = _Predictor(models, _device(o.device), o.flip, prior)
@@ -213,7 +242,8 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
                                 minlength=hist.size).reshape(hist.shape)
             if 3 * label.size <= room:
                 cached[i], room = (label, bins.astype(np.uint16)), room - 3 * label.size
-        thresholds = class_thresholds(hist, o.percentile, o.cap)
+        percentile = o.percentile if not o.class_shares else anchored_percentiles(hist, anchor)
+        thresholds = class_thresholds(hist, percentile, o.cap)
         kept = kept_fractions(hist, thresholds)
         summary = {"command": command, "settings": settings, "frames": len(samples),
                    "classes": list(protocol.class_names), "threshold_bins": thresholds.tolist(), "status": "writing",
@@ -253,6 +283,19 @@ def _resolve_prior_source(o: PseudoLabelOptions, train: dict | None) -> PseudoLa
     if not Path(root).is_dir():
         raise PseudoLabelError(f"the spatial prior's source tree {root} does not exist; pass --prior-root")
     return dataclasses.replace(o, prior_root=str(Path(root).resolve()), prior_format=fmt)
+
+
+def _anchor_shares(path: str, protocol) -> np.ndarray:
+    """The kept class shares of the earlier pseudo-label tree whose summary is `path`."""
+    try:
+        summary = json.loads(Path(path).read_text())
+        shares = kept_shares(summary)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PseudoLabelError(f"--class-shares {path}: not a readable {JSON_NAME} ({e})") from None
+    if summary["classes"] != list(protocol.class_names):
+        raise PseudoLabelError(f"--class-shares {path} has the classes of another label protocol "
+                               f"({len(summary['classes'])} against {protocol.num_classes})")
+    return shares
 
 
 def _named(protocol, values) -> dict:

@@ -8,7 +8,9 @@ beside the adapted checkpoint. Each later round's student labels alone, or, with
 the same teachers: their view of the target stays in every round's labels instead of only in the student's
 weights. With `fresh_students` every round's student starts from the adapted checkpoint, as Bidirectional
 Learning retrains each step from its initial weights: the previous round's student only labels, so a round does
-not inherit the previous student's fit to its own labels' errors. A finished round leaves `round.json` and is
+not inherit the previous student's fit to its own labels' errors. With `anchor_shares` every later round's
+labels keep round 1's class shares (`PseudoLabelOptions.class_shares`), so the class composition does not drift
+with what each student over- or under-predicts. A finished round leaves `round.json` and is
 skipped; an unfinished one resumes where it stopped (pseudo labels file by file, training from its last
 checkpoint).
 """
@@ -22,7 +24,7 @@ from jal_deploy.atomic import write_text
 
 from .checkpoints import read_checkpoint
 from .config import TrainConfig, apply_overrides, load_preset
-from .pseudo_labels import PseudoLabelOptions, make_pseudo_labels
+from .pseudo_labels import JSON_NAME, PseudoLabelOptions, make_pseudo_labels
 from .synthetic import ensure_synthetic
 
 
@@ -56,7 +58,8 @@ def round_config(checkpoint: str | Path, pseudo_dir: str | Path, preset: str = "
 
 def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str = "", overrides: dict | None = None,
                options: PseudoLabelOptions | None = None, progress: bool = True, log=print,
-               teachers_every_round: bool = False, fresh_students: bool = False) -> list[dict]:
+               teachers_every_round: bool = False, fresh_students: bool = False,
+               anchor_shares: bool = False) -> list[dict]:
     """Run (or resume) `rounds` self-training rounds from an adapted checkpoint; one summary per round:
     {'round', 'checkpoint', 'pseudo': {kept_total, precision}, 'eval': the run's last evaluation}."""
     from .engine import Trainer  # torch-heavy: only when training
@@ -78,6 +81,8 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
         opts = options or PseudoLabelOptions()
         opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size),
                                    teachers=opts.teachers if k == 1 or teachers_every_round else ())
+        if anchor_shares and k > 1:
+            opts = dataclasses.replace(opts, class_shares=str(out / "round1" / "pseudo" / JSON_NAME))
         log(f"round {k}: pseudo labels from {model}")
         try:
             pseudo = make_pseudo_labels(model, d.target_root, folder / "pseudo", opts, progress=progress,
