@@ -27,14 +27,21 @@ def gap_closed(row: float, source_only: float, oracle: float) -> float:
     return (row - source_only) / (oracle - source_only) if oracle != source_only else math.nan
 
 
+def name_width(rows) -> int:
+    """The row-name column: 22 characters, or the longest name, so long pipeline rows keep the columns aligned."""
+    return max(22, *(len(r) for r in rows))
+
+
 def table(per_seed: dict[int, dict], rows: list[str], adapt_rows: tuple[str, ...]) -> tuple[str, dict]:
     """The printed table and its JSON form: mean +- std [95 % CI], per seed, gap closed (`adapt_rows` and the
     rows that score a pretraining as it is) and whether each of those beats the baselines on every seed."""
     seeds = sorted(per_seed)
-    lines = [f"{'row':22s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  "
+    shown = [*rows, *(f"{r}@source-val" for r in SOURCE_VAL), *PRETRAINING_ROWS]
+    w = name_width(shown)
+    lines = [f"{'row':{w}s} {'mean':>6s} {'std':>5s} {'95% CI':>15s}  {'gap closed':>10s}  "
              f"per seed ({', '.join(map(str, seeds))})"]
     out, scored = {}, (*adapt_rows, *PRETRAINING_ROWS)
-    for row in [*rows, *(f"{r}@source-val" for r in SOURCE_VAL), *PRETRAINING_ROWS]:
+    for row in shown:
         values = [per_seed[s]["scores"][row] for s in seeds if row in per_seed[s]["scores"]]
         if not values:
             continue
@@ -47,7 +54,7 @@ def table(per_seed: dict[int, dict], rows: list[str], adapt_rows: tuple[str, ...
                  if row in scored and row in per_seed[s]["scores"]]
         ci = f"[{mean - half:5.2f}, {mean + half:5.2f}]" if not math.isnan(half) else ""
         gap = f"{100 * statistics.mean(gaps):9.1f}%" if gaps else ""
-        lines.append(f"{row:22s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
+        lines.append(f"{row:{w}s} {mean:6.2f} {'' if math.isnan(std) else f'{std:5.2f}':>5s} {ci:>15s}  {gap:>10s}  "
                      + " ".join(f"{v:.2f}" for v in values))
         out[row] = {"mean": mean, "std": std, "ci95": half, "per_seed": values,
                     "gap_closed": gaps or None, "beats_prior_and_source_only_every_seed": all(beats) if beats else None}
@@ -68,7 +75,8 @@ SELECTION_COLUMNS = (*CRITERIA, "best-by-labels")
 
 def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
     """Target mIoU of the snapshot each criterion picks, mean over the seeds that have it."""
-    lines = [f"{'label-free selection':22s} " + " ".join(f"{c:>14s}" for c in SELECTION_COLUMNS) + "  snapshots"]
+    w = name_width(rows)
+    lines = [f"{'label-free selection':{w}s} " + " ".join(f"{c:>14s}" for c in SELECTION_COLUMNS) + "  snapshots"]
     for row in rows:
         found = [per_seed[s]["selection"][row] for s in sorted(per_seed) if row in per_seed[s].get("selection", {})]
         if not found:
@@ -77,7 +85,7 @@ def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
         for c in SELECTION_COLUMNS:
             values = [f[c]["miou"] for f in found if c in f]
             cells.append(f"{statistics.mean(values):14.2f}" if values else f"{'':>14s}")
-        lines.append(f"{row:22s} " + " ".join(cells) + "  " + "/".join(str(f["snapshots"]) for f in found))
+        lines.append(f"{row:{w}s} " + " ".join(cells) + "  " + "/".join(str(f["snapshots"]) for f in found))
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
