@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from jal_deploy.datasets import find_samples, read_label
 from jal_deploy.labels import IGNORE
-from tests.test_self_training import QUIET, adapted  # noqa: F401  (the module fixture)
+from tests.test_pseudo_labels import QUIET
 from training.baselines import layout_counts, layout_prior
 from training.checkpoints import load_trained
 from training.cli import main as train_main
@@ -56,7 +56,7 @@ def test_source_prior_is_counted_once_per_tree_and_handed_out_as_copies(synth_ro
     np.testing.assert_array_equal(source_spatial_prior(synth_root / "gta5", "gta5", size=size), expected)
 
 
-def test_pseudo_labels_with_a_spatial_prior_are_the_posterior_argmax(synth_root, adapted, tmp_path):  # noqa: F811
+def test_pseudo_labels_with_a_spatial_prior_are_the_posterior_argmax(synth_root, adapted, tmp_path):
     out = tmp_path / "sp"
     summary = make_pseudo_labels(adapted, synth_root / "cityscapes", out,
                                  PseudoLabelOptions(batch=3, spatial_prior=True), **QUIET)
@@ -85,7 +85,7 @@ def test_pseudo_labels_with_a_spatial_prior_are_the_posterior_argmax(synth_root,
     assert changed > 0  # the prior moved some pixels to another class
 
 
-def test_spatial_prior_needs_source_labels_and_is_on_the_cli(synth_root, adapted, tmp_path):  # noqa: F811
+def test_spatial_prior_needs_source_labels_and_is_on_the_cli(synth_root, adapted, tmp_path):
     with pytest.raises(PseudoLabelError, match="does not exist"):
         make_pseudo_labels(adapted, synth_root / "cityscapes", tmp_path / "x",
                            PseudoLabelOptions(spatial_prior=True, prior_root=str(tmp_path / "missing")), **QUIET)
