@@ -96,17 +96,16 @@ def _wtm_drift(model) -> dict:
 
 
 def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, overrides: dict, preset: str,
-                  report_only: bool, pseudo: PseudoLabelOptions, teachers_every_round: bool = False,
-                  fresh_students: bool = False, anchor_shares: bool = False) -> dict | None:
+                  report_only: bool, pseudo: PseudoLabelOptions, **how) -> dict | None:
     """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
     +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
-    labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
+    labels' kept fraction and per-class precision against the target train labels (the benchmark has them).
+    `how`: `self_train`'s round options (teachers_every_round, fresh_students, anchor_shares)."""
     def produce() -> dict:
         start = time.perf_counter()
         try:
             summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, pseudo, progress=False,
-                                   log=lambda *_: None, teachers_every_round=teachers_every_round,
-                                   fresh_students=fresh_students, anchor_shares=anchor_shares)
+                                   log=lambda *_: None, **how)
         except RoundInterrupted:
             raise Interrupted(rounds_dir) from None
         train_dir = rounds_dir / f"round{rounds}" / "train"

@@ -276,13 +276,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                         print(f"seed {seed} {row}: skipped, it needs the row {partner} first", file=sys.stderr)
                     continue
                 teachers = (str(out / f"seed{seed}" / partner / "checkpoints" / "last.pth"),)
-            share_first_round(out / f"seed{seed}" / f"{stem}+ssl", out / f"seed{seed}" / f"{first_round_stem(row)}+ssl")
-            res = self_training(run_dir, out / f"seed{seed}" / f"{stem}+ssl", rounds,
-                                out / f"seed{seed}" / adapted / "checkpoints" / "last.pth", ov, p.preset, report_only,
+            rounds_dir, options = out / f"seed{seed}" / f"{stem}+ssl", round_options(row)
+            share_first_round(rounds_dir, out / f"seed{seed}" / f"{first_round_stem(row)}+ssl")
+            res = self_training(run_dir, rounds_dir, rounds, out / f"seed{seed}" / adapted / "checkpoints" / "last.pth",
+                                ov, p.preset, report_only,
                                 PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers),
-                                teachers_every_round=bool(teachers), fresh_students="+fresh" in round_options(row),
-                                anchor_shares="+anchor" in round_options(row))
-            snapshots = out / f"seed{seed}" / f"{stem}+ssl" / f"round{rounds}" / "train"
+                                teachers_every_round=bool(teachers), fresh_students="+fresh" in options,
+                                anchor_shares="+anchor" in options)
+            snapshots = rounds_dir / f"round{rounds}" / "train"
         else:
             res = train(run_dir, ov, p.preset, report_only)
             snapshots = run_dir

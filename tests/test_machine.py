@@ -1,5 +1,5 @@
 """Every benchmark names its CPU: the parsing of /proc/cpuinfo on the CPUs the project meets."""
-from jal_deploy.machine import cpu_info, cpu_summary, native_bf16
+from jal_deploy.machine import cpu_info, cpu_summary, emulated_bf16, native_bf16
 
 EPYC_AVX2 = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -45,7 +45,7 @@ def test_bf16_autocast_on_a_cpu_that_emulates_it_warns_and_says_what_to_use(synt
     import warnings
 
     from tests.test_training import tiny_cfg
-    from training.engine import Trainer, emulated_bf16
+    from training.engine import Trainer
 
     assert "run.amp=none" in emulated_bf16("bf16", "cpu", EPYC_AVX2)
     assert emulated_bf16("bf16", "cpu", XEON_AMX) is None      # native bf16: the fast path

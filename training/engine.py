@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jal_deploy.atomic import stale_temp_files, write_text
-from jal_deploy.machine import native_bf16
+from jal_deploy.machine import emulated_bf16
 
 from . import checkpoints as ckpt
 from .config import TrainConfig
@@ -49,15 +49,6 @@ def _set_requires_grad(modules, flag: bool) -> None:
     for m in modules:
         for p in m.parameters():
             p.requires_grad_(flag)
-
-
-def emulated_bf16(amp: str, device_type: str, cpuinfo: str | None = None) -> str | None:
-    """A warning for bf16 autocast on a CPU that only emulates bf16 (None where it is native, unknown, or unused):
-    there it does not save time but multiplies it."""
-    if amp != "bf16" or device_type != "cpu" or native_bf16(cpuinfo) is not False:
-        return None
-    return ("run.amp=bf16 on a CPU without native bf16 (no AVX-512 BF16 or AMX-BF16): torch emulates it, measured "
-            "21-25x slower than run.amp=none on an AVX2-only AMD EPYC; use run.amp=none here")
 
 
 class Trainer:
