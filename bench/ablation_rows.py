@@ -32,11 +32,14 @@ TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl2", "jal-wtm+ens+s
                     "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2")
 # `+anchor`: every later round's pseudo labels keep round 1's class shares (`self-train --anchor-shares`)
 ANCHOR_ROWS = ("jal-wtm+sp+tgt+anchor+ssl2",)
+# `+cb`: the rounds' pseudo-label loss with ENet's class weights (method.pseudo_class_weights=enet)
+CLASS_WEIGHT_ROWS = ("jal-wtm+sp+tgt+cb+ssl1", "jal-wtm+sp+tgt+cb+ssl2")
 TARGET_ONLY = ("+tgt", "+tgtcr")
-ROUND_OPTIONS = ("+flip", "+fresh", "+anchor", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
+ROUND_OPTIONS = ("+flip", "+fresh", "+anchor", "+cb", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
 LATER_ROUNDS = ("+fresh", "+anchor")  # options that change only the rounds after the first
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
-              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS, *ANCHOR_ROWS)
+              *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS, *ANCHOR_ROWS,
+              *CLASS_WEIGHT_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
                 *NO_ADVERSARIAL_SSL_ROWS, "oracle")

@@ -33,9 +33,9 @@ from training.baselines import layout_prior, prior_scores
 from training.config import merge_overrides, parse_set, resolve
 
 # bench/, next to this script
+from ablation_protocol import QUICK, Protocol, coarse_stage, ensure_data
 from ablation_rows import CR_DATA
 from ablation_runs import Interrupted, cached_result, pretraining_score, source_val_miou, train
-from synthetic_ablation import QUICK, Protocol, coarse_stage, ensure_data
 
 SWAPPED = ("sidewalk", "building", "vegetation")  # the classes the target's colours exchange
 

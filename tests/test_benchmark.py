@@ -296,6 +296,9 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert [rows.first_round_stem(r) for r in ("jal-wtm+sp+tgt+anchor+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2",
                                                "cr+jal-wtm+sp+flip+ssl1")] == [
         "jal-wtm+sp+tgt", "jal-wtm+ens+sp+tgt", "cr+jal-wtm+sp+flip"]
+    # +cb: a weighted loss changes round 1 too, so it has rounds of its own
+    assert rows.round_options("jal-wtm+sp+tgt+cb+ssl2") == ("+tgt", "+cb") and "jal-wtm+sp+tgt+cb+ssl1" in ROWS
+    assert rows.first_round_stem("jal-wtm+sp+tgt+cb+ssl2") == "jal-wtm+sp+tgt+cb"
 
 
 def test_a_later_round_option_shares_round_one_once_it_is_finished(bench_module, tmp_path):

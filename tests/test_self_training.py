@@ -16,7 +16,8 @@ from training.checkpoints import load_trained
 from training.cli import main as train_main
 from training.config import ConfigError, load_preset, resolve
 from training.engine import Trainer, TrainingError
-from training.pseudo_labels import PseudoLabelError, PseudoLabelOptions
+from training.losses import seg_loss
+from training.pseudo_labels import PseudoLabelError, PseudoLabelOptions, enet_weights, kept_shares
 from training.self_training import self_train
 
 
@@ -56,6 +57,7 @@ def test_self_training_adds_the_pseudo_label_loss_to_any_method(synth_root, adap
         cfg.data.source_root = str(tmp_path / "no-source-tree")
     cfg.model.init = str(adapted)
     trainer = Trainer(cfg, tmp_path / method, progress=False)
+    assert set(trainer.discs) == ({"d1", "d2", "d_wtm"} if "d1" in expected else set())  # only what is trained
     assert all(str(pseudo[0]) in str(s.label) for s in trainer.target_iter._dataset.samples)
     assert (trainer.source_iter is None) == target_only
     wtm_before = {k: v.clone() for k, v in trainer.model.state_dict().items() if "wtm" in k}
@@ -85,6 +87,49 @@ def test_target_only_rounds_noise_their_pseudo_labelled_images_with_the_labelled
         images[target_only] = np.asarray(dataset[0]["image"], dtype=np.float32)
     assert images[True].shape == images[False].shape
     assert np.abs(images[True] - images[False]).mean() > 0.05  # a random colour matrix, not the image as it is
+
+
+def test_enet_class_weights_follow_the_shares_of_the_kept_pixels():
+    # shares of all pixels; the weights use each class's share of the kept ones (here 60 % kept: 1/2, 1/6, 0, 1/3)
+    weights = enet_weights(np.array([0.3, 0.1, 0.0, 0.2]))
+    np.testing.assert_allclose(weights, [2.388285926447683, 5.84288746042373, 50.4983497918439, 3.3050128441227513])
+    assert np.all(np.isfinite(enet_weights(np.zeros(3))))  # a tree that kept nothing: every class at the bound
+
+
+def test_weighted_segmentation_loss_is_the_weighted_mean_over_labelled_pixels():
+    torch.manual_seed(0)
+    logits, labels = torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
+    labels[0, 0] = 255
+    weight = torch.tensor([0.5, 2.0, 8.0])
+    nll = -torch.log_softmax(logits, 1).gather(1, labels.clamp(max=2)[:, None])[:, 0]
+    w = torch.where(labels == 255, 0.0, weight[labels.clamp(max=2)])
+    assert torch.allclose(seg_loss(logits, labels, weight), (w * nll).sum() / w.sum())
+    assert torch.allclose(seg_loss(logits, labels, torch.full((3,), 7.0)), seg_loss(logits, labels))
+
+
+def test_class_weighted_rounds_weight_the_pseudo_label_loss_by_the_trees_own_shares(synth_root, adapted, pseudo,
+                                                                                   tmp_path):
+    out, summary = pseudo
+    cfg = tiny_cfg(synth_root, "jal-wtm", iters=2)
+    cfg.method.self_training, cfg.data.target_labels, cfg.model.init = True, str(out), str(adapted)
+    assert Trainer(cfg, tmp_path / "plain", progress=False).pseudo_weights is None
+    cfg.method.pseudo_class_weights = "enet"
+    trainer = Trainer(cfg, tmp_path / "enet", progress=False)
+    expected = enet_weights(kept_shares(summary))
+    np.testing.assert_allclose(trainer.pseudo_weights.numpy(), expected, rtol=1e-6)
+    assert expected.max() / expected.min() > 2  # the synthetic labels are unbalanced: the weights differ
+    trainer.run()
+    row = read_rows(tmp_path / "enet" / "train.csv")[-1]
+    assert all(np.isfinite(float(row[t])) and float(row[t]) > 0 for t in ("seg1_tgt", "seg2_tgt"))
+    with pytest.raises(ConfigError, match="pseudo_class_weights must be one of none, enet"):
+        resolve("synthetic-tiny", {"method": {"pseudo_class_weights": "median"}})
+    with pytest.raises(ConfigError, match="pseudo_class_weights.*self_training"):
+        resolve("synthetic-tiny", {"method": {"pseudo_class_weights": "enet"}})
+    bare = tmp_path / "bare"  # a label tree without its summary: the weights have nothing to come from
+    shutil.copytree(out, bare, ignore=shutil.ignore_patterns("pseudo_labels.json"))
+    cfg.data.target_labels = str(bare)
+    with pytest.raises(TrainingError, match="data.target_labels .*pseudo_labels.json: not a readable"):
+        Trainer(cfg, tmp_path / "bare-run", progress=False)
 
 
 def test_self_training_config_is_checked_and_resume_keeps_it(synth_root, pseudo, tmp_path):
@@ -215,7 +260,7 @@ def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
 def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher, tmp_path):
     args = ["self-train", str(adapted), "--out", str(tmp_path / "ssl"), "--rounds", "1", "--iters", "1",
             "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--teacher", str(teacher),
-            "--target-only", "--fresh-students", "--no-progress"]
+            "--target-only", "--fresh-students", "--class-weights", "enet", "--no-progress"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert "round 1: pseudo labels kept" in result.output and "precision" in result.output
@@ -224,6 +269,7 @@ def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher,
     assert settings["flip"] and settings["teachers"] == [str(teacher.resolve())]
     config = json.loads((tmp_path / "ssl" / "round1" / "train" / "config.json").read_text())
     assert config["method"]["target_only"] is True and config["method"]["self_training"] is True
+    assert config["method"]["pseudo_class_weights"] == "enet"
     lone = CliRunner().invoke(train_main, ["self-train", str(adapted), "--out", str(tmp_path / "lone"),
                                            "--teachers-every-round", "--no-progress"])
     assert lone.exit_code == 2 and "needs at least one --teacher" in lone.output

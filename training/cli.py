@@ -12,7 +12,8 @@ from jal_deploy.atomic import write_text
 from jal_deploy.cli.options import size as size_option
 from jal_deploy.datasets import DatasetError
 from training.checkpoints import FORMATS, CheckpointError, load_weights
-from training.config import METHODS, ConfigError, apply_overrides, from_dict, parse_set, preset_names, resolve
+from training.config import (METHODS, PSEUDO_CLASS_WEIGHTS, ConfigError, apply_overrides, from_dict, parse_set,
+                             preset_names, resolve)
 from training.models import ARCHS, build_model
 
 EXAMPLES = """\b
@@ -275,9 +276,12 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
 @click.option("--target-only", is_flag=True,
               help="Train each round on the pseudo-labelled target images alone: no source image, no "
                    "discriminator (method.target_only).")
+@click.option("--class-weights", type=click.Choice(PSEUDO_CLASS_WEIGHTS),
+              help="Class weights of the pseudo-label loss (method.pseudo_class_weights; enet: 1 / ln(1.02 + share "
+                   "of the kept pixels)).")
 @click.option("--no-progress", is_flag=True)
 def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, teachers_every_round,
-                       fresh_students, anchor_shares, target_only, no_progress, **pseudo):
+                       fresh_students, anchor_shares, target_only, class_weights, no_progress, **pseudo):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -296,6 +300,8 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
         overrides = _overrides(sets, method, iters, stop_at)
         if target_only:
             overrides.setdefault("method", {})["target_only"] = True
+        if class_weights:
+            overrides.setdefault("method", {})["pseudo_class_weights"] = class_weights
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
                                progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round,
                                fresh_students=fresh_students, anchor_shares=anchor_shares)

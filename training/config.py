@@ -38,6 +38,7 @@ METHOD_FLAGS: dict[str, Method] = {
 }
 METHODS = tuple(METHOD_FLAGS)
 D_INPUTS = ("softmax", "onehot")  # method.d_input
+PSEUDO_CLASS_WEIGHTS = ("none", "enet")  # method.pseudo_class_weights
 
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -111,6 +112,10 @@ class MethodConfig:
     # stream keeps teaching each class's source appearance, which contradicts the pseudo labels wherever the
     # target renders a class differently (on the benchmark: classes whose colours the target swaps)
     target_only: bool = False
+    # class weights of the pseudo-label loss: none, or `enet` (1 / ln(1.02 + p), p each class's share of the
+    # kept pseudo-label pixels, from the tree's summary): a class the labels keep rarely is not outvoted by the
+    # large ones, so it is not predicted, and labelled, less in every round
+    pseudo_class_weights: str = "none"
     # what the discriminators see: the softmax maps (the paper, AdaptSegNet) or their one-hot argmax with a
     # straight-through gradient, which hides confidence so that only the layout of the classes is compared
     d_input: str = "softmax"
@@ -178,6 +183,12 @@ class TrainConfig:
         if self.method.target_only and not self.method.self_training:
             raise ConfigError("method.target_only trains on pseudo labels alone: it needs method.self_training=true "
                               "and data.target_labels=DIR")
+        if self.method.pseudo_class_weights not in PSEUDO_CLASS_WEIGHTS:
+            raise ConfigError(f"method.pseudo_class_weights must be one of {', '.join(PSEUDO_CLASS_WEIGHTS)}, "
+                              f"got {self.method.pseudo_class_weights!r}")
+        if self.method.pseudo_class_weights != "none" and not self.method.self_training:
+            raise ConfigError("method.pseudo_class_weights weights the pseudo-label loss: it needs "
+                              "method.self_training=true and data.target_labels=DIR")
         if not 0.0 <= self.data.fda_beta < 0.5:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if not 0.0 <= self.data.color_jitter <= 0.5:

@@ -24,6 +24,7 @@ from .losses import adv_loss, dis_loss, discriminator_maps, seg_loss, upsample
 from .models import Discriminator, build_model
 from .models.norm import estimate_statistics
 from .optim import parameter_groups, sgd_param_groups
+from .pseudo_labels import PseudoLabelError, loss_class_weights
 from .resume import ResumeError, read_resumable
 from .runlog import RunLog
 from .streams import build_streams
@@ -81,7 +82,8 @@ class Trainer:
                                  bn_mode=m.bn_mode, wtm_kernel_grad=m.wtm_kernel_grad).to(self.device)
         if run.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.discs = {name: Discriminator(m.num_classes, m.ndf).to(self.device) for name in self._disc_names(wtm)}
+        names = ("d1", "d2", *(("d_wtm",) if wtm != "none" else ())) if self.adversarial else ()
+        self.discs = {name: Discriminator(m.num_classes, m.ndf).to(self.device) for name in names}
         groups = parameter_groups(self.model)
         o = cfg.optim
         self.opt_g = torch.optim.SGD(sgd_param_groups(self.model, o.lr), lr=o.lr, momentum=o.momentum,
@@ -110,13 +112,6 @@ class Trainer:
         self._build_data()
 
     # ----- set-up -------------------------------------------------------------------------------------
-    @staticmethod
-    def _disc_names(wtm: str) -> list[str]:
-        return ["d1", "d2"] + (["d_wtm"] if wtm != "none" else [])
-
-    def _disc_names_active(self) -> list[str]:
-        return list(self.discs) if self.adversarial else []
-
     def _load_init(self) -> None:
         m = self.cfg.model
         try:
@@ -137,6 +132,12 @@ class Trainer:
         streams = build_streams(self.cfg, self.device.type, self.env, start=self.iteration * d.batch_size)
         self.source_iter, self.target_iter = streams.labelled, streams.target
         self.val_loader, self.bn_loader, self._bn_at = streams.val, streams.bn, -1
+        try:
+            weights = loss_class_weights(d.target_labels, self.cfg.method.pseudo_class_weights, d.protocol)
+        except PseudoLabelError as e:
+            raise TrainingError(str(e)) from None
+        self.pseudo_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32,
+                                                                        device=self.device)
 
     def _autocast(self):
         amp = self.cfg.run.amp
@@ -175,8 +176,9 @@ class Trainer:
         """Self-training: Eq. 1 on target images with their pseudo labels, through the target decoders (Dec^T
         where the model has a WTM: the decoder that is deployed on target images)."""
         mth = self.cfg.method
-        terms = {"seg1_tgt": seg_loss(out.get("low_t", out["low"]).float(), labels),
-                 "seg2_tgt": seg_loss(out.get("high_t", out["high"]).float(), labels)}
+        w = self.pseudo_weights
+        terms = {"seg1_tgt": seg_loss(out.get("low_t", out["low"]).float(), labels, w),
+                 "seg2_tgt": seg_loss(out.get("high_t", out["high"]).float(), labels, w)}
         lam = mth.lambda_seg_target
         return terms, {"seg1_tgt": lam * mth.lambda_seg1, "seg2_tgt": lam * mth.lambda_seg2}
 
@@ -198,7 +200,7 @@ class Trainer:
         for opt in (self.opt_g, self.opt_wtm, *self.opt_d.values()):
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
-        discs = [self.discs[n] for n in self._disc_names_active()]
+        discs = [self.discs[n] for n in list(self.discs)]
         _set_requires_grad(discs, False)
         model = self.ddp_model
 
@@ -249,7 +251,7 @@ class Trainer:
         self.scaler.step(self.opt_g)
         if self.opt_wtm is not None and (self.adversarial or self.self_training):
             self.scaler.step(self.opt_wtm)
-        for name in self._disc_names_active():
+        for name in list(self.discs):
             self.scaler.step(self.opt_d[name])
         self.scaler.update()
         self.iteration += 1

@@ -22,12 +22,13 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
 
-def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def seg_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Eq. 1: pixel-wise cross-entropy on source labels (255 ignored), logits upsampled to label size.
-    A batch whose pixels are all ignored (a crop of rejected pseudo labels) gives 0, not cross-entropy's NaN."""
+    A batch whose pixels are all ignored (a crop of rejected pseudo labels) gives 0, not cross-entropy's NaN.
+    With class weights the mean is over the weights of the batch's labelled pixels, so the loss keeps its scale."""
     if not bool((labels != IGNORE).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, ignore_index=IGNORE)
+    return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, weight=weight, ignore_index=IGNORE)
 
 
 def discriminator_maps(prob: torch.Tensor, d_input: str = "softmax") -> torch.Tensor:

@@ -285,17 +285,32 @@ def _resolve_prior_source(o: PseudoLabelOptions, train: dict | None) -> PseudoLa
     return dataclasses.replace(o, prior_root=str(Path(root).resolve()), prior_format=fmt)
 
 
-def _anchor_shares(path: str, protocol) -> np.ndarray:
+def _anchor_shares(path: str, protocol, option: str = "--class-shares") -> np.ndarray:
     """The kept class shares of the earlier pseudo-label tree whose summary is `path`."""
     try:
         summary = json.loads(Path(path).read_text())
         shares = kept_shares(summary)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PseudoLabelError(f"--class-shares {path}: not a readable {JSON_NAME} ({e})") from None
+        raise PseudoLabelError(f"{option} {path}: not a readable {JSON_NAME} ({e})") from None
     if summary["classes"] != list(protocol.class_names):
-        raise PseudoLabelError(f"--class-shares {path} has the classes of another label protocol "
+        raise PseudoLabelError(f"{option} {path} has the classes of another label protocol "
                                f"({len(summary['classes'])} against {protocol.num_classes})")
     return shares
+
+
+def enet_weights(shares: np.ndarray, c: float = 1.02) -> np.ndarray:
+    """ENet's class weights 1 / ln(c + p) (Paszke et al. 2016), p each class's share of the labelled pixels.
+    Bounded (50.5 for a class with no pixel, 4.3 for one that covers a quarter), unlike median-frequency
+    balancing, which gives a class kept on a handful of pixels, often wrongly, a weight in the hundreds."""
+    return 1.0 / np.log(c + shares / max(float(shares.sum()), 1e-12))
+
+
+def loss_class_weights(tree: str | Path, scheme: str, protocol: str) -> np.ndarray | None:
+    """The pseudo-label loss's class weights (`method.pseudo_class_weights`) from the tree's own summary, or None
+    (`none`): the shares its labels keep, not those of the predictions they came from."""
+    if scheme == "none":
+        return None
+    return enet_weights(_anchor_shares(str(Path(tree) / JSON_NAME), get_protocol(protocol), "data.target_labels"))
 
 
 def _named(protocol, values) -> dict:
