@@ -200,7 +200,7 @@ class Trainer:
         for opt in (self.opt_g, self.opt_wtm, *self.opt_d.values()):
             if opt is not None:
                 opt.zero_grad(set_to_none=True)
-        discs = [self.discs[n] for n in list(self.discs)]
+        discs = list(self.discs.values())
         _set_requires_grad(discs, False)
         model = self.ddp_model
 
@@ -251,8 +251,8 @@ class Trainer:
         self.scaler.step(self.opt_g)
         if self.opt_wtm is not None and (self.adversarial or self.self_training):
             self.scaler.step(self.opt_wtm)
-        for name in list(self.discs):
-            self.scaler.step(self.opt_d[name])
+        for opt in self.opt_d.values():
+            self.scaler.step(opt)
         self.scaler.update()
         self.iteration += 1
         row.update({k: v.item() for k, v in terms.items()})
