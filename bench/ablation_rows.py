@@ -33,7 +33,8 @@ TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl2", "jal-wtm+ens+s
 # `+anchor`: every later round's pseudo labels keep round 1's class shares (`self-train --anchor-shares`)
 ANCHOR_ROWS = ("jal-wtm+sp+tgt+anchor+ssl2",)
 # `+cb`: the rounds' pseudo-label loss with ENet's class weights (method.pseudo_class_weights=enet)
-CLASS_WEIGHT_ROWS = ("jal-wtm+sp+tgt+cb+ssl1", "jal-wtm+sp+tgt+cb+ssl2")
+CLASS_WEIGHT_ROWS = ("jal-wtm+sp+tgt+cb+ssl1", "jal-wtm+sp+tgt+cb+ssl2", "jal-wtm+ens+sp+tgt+cb+ssl1",
+                     "jal-wtm+ens+sp+tgt+cb+ssl2")
 TARGET_ONLY = ("+tgt", "+tgtcr")
 ROUND_OPTIONS = ("+flip", "+fresh", "+anchor", "+cb", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
 LATER_ROUNDS = ("+fresh", "+anchor")  # options that change only the rounds after the first
