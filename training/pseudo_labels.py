@@ -213,7 +213,7 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     if not teachers:
         unused.append("teachers")
     if o.class_shares:
-        anchor = _anchor_shares(o.class_shares, protocol)
+        anchor = _summary_shares(o.class_shares, protocol, "--class-shares")
         settings["class_shares"] = str(Path(o.class_shares).resolve())
     else:
         unused.append("class_shares")
@@ -285,8 +285,9 @@ def _resolve_prior_source(o: PseudoLabelOptions, train: dict | None) -> PseudoLa
     return dataclasses.replace(o, prior_root=str(Path(root).resolve()), prior_format=fmt)
 
 
-def _anchor_shares(path: str, protocol, option: str = "--class-shares") -> np.ndarray:
-    """The kept class shares of the earlier pseudo-label tree whose summary is `path`."""
+def _summary_shares(path: str, protocol, option: str) -> np.ndarray:
+    """The kept class shares of the pseudo-label tree whose summary is `path` (`option`: what named it, for the
+    error message)."""
     try:
         summary = json.loads(Path(path).read_text())
         shares = kept_shares(summary)
@@ -300,7 +301,7 @@ def _anchor_shares(path: str, protocol, option: str = "--class-shares") -> np.nd
 
 def enet_weights(shares: np.ndarray, c: float = 1.02) -> np.ndarray:
     """ENet's class weights 1 / ln(c + p) (Paszke et al. 2016), p each class's share of the labelled pixels.
-    Bounded (50.5 for a class with no pixel, 4.3 for one that covers a quarter), unlike median-frequency
+    Bounded (50.5 for a class with no pixel, 4.2 for one that covers a quarter), unlike median-frequency
     balancing, which gives a class kept on a handful of pixels, often wrongly, a weight in the hundreds."""
     return 1.0 / np.log(c + shares / max(float(shares.sum()), 1e-12))
 
@@ -310,7 +311,7 @@ def loss_class_weights(tree: str | Path, scheme: str, protocol: str) -> np.ndarr
     (`none`): the shares its labels keep, not those of the predictions they came from."""
     if scheme == "none":
         return None
-    return enet_weights(_anchor_shares(str(Path(tree) / JSON_NAME), get_protocol(protocol), "data.target_labels"))
+    return enet_weights(_summary_shares(str(Path(tree) / JSON_NAME), get_protocol(protocol), "data.target_labels"))
 
 
 def _named(protocol, values) -> dict:
