@@ -121,6 +121,10 @@ def test_class_weighted_rounds_weight_the_pseudo_label_loss_by_the_trees_own_sha
     trainer.run()
     row = read_rows(tmp_path / "enet" / "train.csv")[-1]
     assert all(np.isfinite(float(row[t])) and float(row[t]) > 0 for t in ("seg1_tgt", "seg2_tgt"))
+    cfg.method.pseudo_class_weights = "none"  # the weights are part of what the run trains: no silent switch
+    with pytest.raises(TrainingError, match="another model or method .*pseudo-label class weights enet"):
+        Trainer(cfg, tmp_path / "enet", resume=True, progress=False)
+    cfg.method.pseudo_class_weights = "enet"
     with pytest.raises(ConfigError, match="pseudo_class_weights must be one of none, enet"):
         resolve("synthetic-tiny", {"method": {"pseudo_class_weights": "median"}})
     with pytest.raises(ConfigError, match="pseudo_class_weights.*self_training"):
