@@ -89,6 +89,18 @@ def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
     return "\n".join(lines) if len(lines) > 1 else ""
 
 
+def curve_table(per_seed: dict[int, dict]) -> str:
+    """Each pretraining's target mIoU against its minutes (what a longer budget buys the oracle and the
+    source-only and colour-randomised networks); minutes at an evaluation are the run's wall time pro rata."""
+    lines = []
+    for seed in sorted(per_seed):
+        for name, c in sorted(per_seed[seed].get("curves", {}).items()):
+            points = " ".join(f"{it}: {100 * m:.1f} ({c['minutes'] * it / c['iterations']:.0f} min)"
+                              for it, m in c["evals"])
+            lines.append(f"seed {seed} {name:22s} {points}")
+    return "\n".join(lines)
+
+
 def merge_seeds(saved: dict[str, dict], new: dict[int, dict]) -> dict[int, dict]:
     """This call's per-seed results over those summary.json already holds (same protocol: the caller checks
     protocol.json): a call with a subset of the rows or seeds, e.g. `--report --rows ...`, must not drop the

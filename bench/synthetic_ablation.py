@@ -68,7 +68,7 @@ from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, 
                            first_round_stem, round_options, row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
                            share_first_round, source_val_miou, train)
-from ablation_tables import merge_seeds, pseudo_line, selection_table, table
+from ablation_tables import curve_table, merge_seeds, pseudo_line, selection_table, table
 
 
 def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str, Path], threads: int,
@@ -81,7 +81,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             "target_root": str(train_tree / "cityscapes"), "val_root": str(eval_tree / "cityscapes")},
                    "run": {"tensorboard": False, "seed": seed, **({"threads": threads} if threads else {})}},
                   parse_set(list(p.overrides)))
-    scores, info, selections = {}, {}, {}
+    scores, info, selections, curves = {}, {}, {}, {}
     if "prior" in rows:
         prior = layout_prior(train_tree / "gta5", "gta5")
         scores["prior"] = 100 * prior_scores(prior, eval_tree / "cityscapes").miou()
@@ -133,6 +133,9 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             if p.pretrained and not report_only:
                 print(f"seed {seed} {row}: skipped, {pre_dir} has not finished its pretraining", file=sys.stderr)
             continue
+        if not p.pretrained:  # another folder's pretrainings were scored on its own val
+            curves[pre_dir.name] = {"evals": pre_res["evals"], "minutes": pre_res["seconds"] / 60,
+                                    "iterations": p.pretrain_iters}
         # scores of the pretraining itself: kept beside it, or in this folder when it is another folder's (this
         # folder's val may be another)
         scores_dir = out / f"seed{seed}" / pre_dir.name if p.pretrained else pre_dir
@@ -195,7 +198,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                          lambda: 100 * source_val_miou(where, where_ov, p.preset, data["source-val"]))
             if score is not None:
                 scores[f"{row}@source-val"] = score
-    return {"scores": scores, "info": info, "selection": selections}
+    return {"scores": scores, "info": info, "selection": selections, "curves": curves}
 
 
 def machine() -> str:
@@ -269,6 +272,10 @@ def main(argv: list[str] | None = None) -> int:
               f"mIoU % over seeds {args.seeds}; {coarse}{p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
+    curve_text = curve_table(per_seed)
+    if curve_text:
+        print(f"\nPretraining curves: target val mIoU % at each evaluation (the pretraining's own statistics) "
+              f"and minutes so far{', full-size part' if p.coarse_iters else ''}:\n{curve_text}")
     sel_text = selection_table(per_seed, args.rows)
     if sel_text:
         print(f"\nTarget mIoU of the snapshot each criterion picks (labels only to score the picks), mean over seeds:"

@@ -68,6 +68,11 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
         assert f"\n{row} " in first.stdout and 0 <= summary["rows"][row]["mean"] <= 100
     assert "gap closed" in first.stdout and ("AVX2" in first.stdout or "instruction sets unknown" in first.stdout)
     assert (tmp_path / "seed0" / "pretrain-oracle" / "result.json").is_file()
+    # the pretraining curves: each pretraining's target mIoU at its evaluations, with the minutes so far
+    curves = summary["per_seed"]["0"]["curves"]
+    assert set(curves) == {"pretrain", "pretrain-oracle"} and [it for it, _ in curves["pretrain-oracle"]["evals"]] == [3]
+    oracle_end = 100 * curves["pretrain-oracle"]["evals"][-1][1]
+    assert "seed 0 pretrain-oracle" in first.stdout and f"3: {oracle_end:.1f} (" in first.stdout
     # a pretraining keeps a checkpoint at each evaluation to resume from, only the newest
     assert [p.name for p in (tmp_path / "seed0" / "pretrain" / "checkpoints").glob("iter_*.pth")] == ["iter_0000003.pth"]
     # label-free selection: each criterion's pick scored, judged against last and the best by labels
