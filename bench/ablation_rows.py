@@ -28,8 +28,11 @@ ENSEMBLE_ROWS = ("jal-wtm+ens+sp+ssl1", "jal-wtm+ens+sp+ssl2", "cr+jal-wtm+ens+s
 # image, no discriminator), whose labels then meet no source loss that teaches each class's source appearance;
 # `+tgtcr`: those images under colour randomisation (CR_DATA), the student's input noised as in Noisy Student
 # `+fresh`: every round's student starts from the adapted model; the previous round's student only labels
+# `cr+jal-wtm+ens+sp+tgt+ssl*`: the two-teacher target-only rounds with the colour-randomised route's model as the
+# student's start (its target images unrandomised: target-only rounds have no source stream to randomise)
 TARGET_ONLY_ROWS = ("jal-wtm+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl2", "jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+ens+sp+tgt+ssl2",
-                    "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2")
+                    "jal-wtm+ens+sp+tgtcr+ssl1", "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2",
+                    "cr+jal-wtm+ens+sp+tgt+ssl1", "cr+jal-wtm+ens+sp+tgt+ssl2")
 # `+anchor`: every later round's pseudo labels keep round 1's class shares (`self-train --anchor-shares`)
 ANCHOR_ROWS = ("jal-wtm+sp+tgt+anchor+ssl2",)
 # `+cb`: the rounds' pseudo-label loss with ENet's class weights (method.pseudo_class_weights=enet)

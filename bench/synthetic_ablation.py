@@ -101,13 +101,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
 
     def second_stage(row: str) -> dict:
         _, pre_dir, data_options = pretraining(row)
+        # target-only rounds read no source image: a route's source augmentation would noise their target images
+        data_options = {"+tgtcr": CR_DATA, "+tgt": {}}.get(target_only(row), data_options)
         return merge_overrides(base, {
             "method": {"name": row_method(row), "d_input": "onehot" if "+onehot" in row else "softmax",
                        **({"target_only": True} if target_only(row) else {}),
                        **({"pseudo_class_weights": "enet"} if "+cb" in round_options(row) else {})},
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
-            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0, **data_options,
-                     **(CR_DATA if target_only(row) == "+tgtcr" else {})},
+            "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0, **data_options},
             "optim": {"iters": p.adapt_iters, "lr": p.adapt_lr, "lr_wtm": p.adapt_lr_wtm},
             # a snapshot at every evaluation, all kept: what label-free selection chooses from
             "run": {"eval_every": p.eval_every, "save_every": p.eval_every,

@@ -188,7 +188,8 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
-            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+sp+flip+ssl1", "oracle"]
+            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+sp+flip+ssl1", "cr+jal-wtm+ens+sp+tgt+ssl1",
+            "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -239,6 +240,14 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     method = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "train" / "config.json").read_text())["method"]
     assert (method["name"], method["self_training"]) == ("source-only", True)
     assert "seed 0 cr+sp+flip+ssl1 target mIoU" in result.stdout
+    # a target-only round whose student starts from the colour-randomised route: both teachers label, and its
+    # target images are not randomised (the route's randomisation is a source-stream augmentation)
+    round1 = seed / "cr+jal-wtm+ens+sp+tgt+ssl" / "round1"
+    config = json.loads((round1 / "train" / "config.json").read_text())
+    assert config["model"]["init"].endswith("seed0/cr+jal-wtm/checkpoints/last.pth")
+    assert config["method"]["target_only"] is True and config["data"]["rand_conv"] is False
+    teachers = json.loads((round1 / "pseudo" / "pseudo_labels.json").read_text())["settings"]["teachers"]
+    assert [t.endswith("seed0/jal-wtm/checkpoints/last.pth") for t in teachers] == [True]
     # the colour-randomised pretraining is also scored on the held-out source frames, as source-only is
     rows_out = json.loads((tmp_path / "summary.json").read_text())["rows"]
     assert 0 <= rows_out["cr@source-val"]["mean"] <= 100 and "\ncr@source-val " in result.stdout
