@@ -91,12 +91,13 @@ def selection_table(per_seed: dict[int, dict], rows: list[str]) -> str:
 
 def curve_table(per_seed: dict[int, dict]) -> str:
     """Each pretraining's target mIoU against its minutes (what a longer budget buys the oracle and the
-    source-only and colour-randomised networks); minutes at an evaluation are the run's wall time pro rata."""
+    source-only and colour-randomised networks); minutes at an evaluation are the run's wall time pro rata (a
+    pretraining evaluates at its last iteration, so the last evaluation's iteration is its length)."""
     lines = []
     for seed in sorted(per_seed):
         for name, c in sorted(per_seed[seed].get("curves", {}).items()):
-            points = " ".join(f"{it}: {100 * m:.1f} ({c['minutes'] * it / c['iterations']:.0f} min)"
-                              for it, m in c["evals"])
+            length = c["evals"][-1][0]
+            points = " ".join(f"{it}: {100 * m:.1f} ({c['minutes'] * it / length:.0f} min)" for it, m in c["evals"])
             lines.append(f"seed {seed} {name:22s} {points}")
     return "\n".join(lines)
 

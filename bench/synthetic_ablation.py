@@ -135,8 +135,7 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                 print(f"seed {seed} {row}: skipped, {pre_dir} has not finished its pretraining", file=sys.stderr)
             continue
         if not p.pretrained:  # another folder's pretrainings were scored on its own val
-            curves[pre_dir.name] = {"evals": pre_res["evals"], "minutes": pre_res["seconds"] / 60,
-                                    "iterations": p.pretrain_iters}
+            curves[pre_dir.name] = {"evals": pre_res["evals"], "minutes": pre_res["seconds"] / 60}
         # scores of the pretraining itself: kept beside it, or in this folder when it is another folder's (this
         # folder's val may be another)
         scores_dir = out / f"seed{seed}" / pre_dir.name if p.pretrained else pre_dir
