@@ -32,17 +32,14 @@ def read_resumable(out: Path, source: str | Path | None, cfg: TrainConfig) -> di
     same_method = all(getattr(saved.method, k) == getattr(cfg.method, k)
                       for k in ("name", "self_training", "target_only", "pseudo_class_weights"))
     if not same_model or not same_method:
+        weights = saved.method.pseudo_class_weights
         raise ResumeError(f"--resume: {path} was trained with another model or method "
                           f"({saved.model.arch}, {saved.method.name}"
                           f"{' + self-training' if saved.method.self_training else ''}"
                           f"{' (target-only)' if saved.method.target_only else ''}"
-                          f"{weights_note(saved.method.pseudo_class_weights)}); use a new --out folder")
+                          f"{'' if weights == 'none' else f', pseudo-label class weights {weights}'}"
+                          "); use a new --out folder")
     return state
-
-
-def weights_note(scheme: str) -> str:
-    """How a run weighted its pseudo-label loss, for the refusal: a switch of scheme changes what it trains."""
-    return "" if scheme == "none" else f", pseudo-label class weights {scheme}"
 
 
 def resume_path(out: Path, source: str | Path | None) -> Path:
