@@ -3,7 +3,9 @@ seed, how a folder's saved protocol is checked, the frames each seed trains and 
 choices every run of a seed shares (BatchNorm policy, the coarse part of a coarse-to-fine pretraining)."""
 from __future__ import annotations
 
+import fcntl
 import json
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ class Protocol:
     source_val_frames: int = 100
     pretrain_iters: int = 2000
     coarse_iters: int = 0           # > 0: every pretraining first runs this many iterations at half size (coarse-to-fine)
+    cr_warm_iters: int = 0          # > 0: the cr pretraining continues the source-only one for this many iterations
     adapt_iters: int = 500
     adapt_lr: float = 1e-2
     adapt_lr_wtm: float = 4e-3
@@ -51,7 +54,10 @@ FIELD_HELP = {"pretrained": "a second-stage study: start every row from the fini
                             "folder (read only; its protocol must match but for the second stage and the val)",
               "coarse_iters": "coarse-to-fine pretraining: every pretraining (source-only, oracle, cr) first trains "
                               "this many iterations at half the width and height, then --pretrain-iters at full size "
-                              "from there (default 0: full size only)"}
+                              "from there (default 0: full size only)",
+              "cr_warm_iters": "warm-started colour-randomised pretraining: the cr rows' pretraining starts from the "
+                               "finished source-only pretraining and trains this many iterations on colour-randomised "
+                               "source images (poly restarted), instead of --pretrain-iters from scratch (default 0)"}
 
 
 def saved_protocol(path: Path) -> dict:
@@ -108,6 +114,16 @@ def half_size(size) -> list[int]:
     return [max(1, size[0] // 2), max(1, size[1] // 2)]
 
 
+@contextmanager
+def locked(path: Path):
+    """Held by one process at a time: seeds and row groups started side by side on one folder share its frames,
+    its summary and the pretrainings their rows start from."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
+        yield
+
+
 def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     """Training frames, the held-out target val and the held-out source frames, each generated once (with
     `pretrained`, the training and source frames of that folder)."""
@@ -117,14 +133,15 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
         "source-val": (p.source_val_seed, {"gta5": p.source_val_frames, "synthia": 0, "cs_train": 0, "cs_val": 0}),
     }
     out = {}
-    for name, (seed, counts) in trees.items():
-        tree = root / f"{name}-seed{seed}"
-        theirs = Path(p.pretrained) / "data" / tree.name
-        if p.pretrained and name != "eval" and (theirs / "synth.json").is_file():
-            out[name] = theirs  # the very frames the pretrainings saw (only read)
-            continue
-        if not (tree / "synth.json").is_file():
-            generate(tree, seed=seed, counts=counts, size=p.frame_size, force=tree.exists(), progress=False,
-                     label_shift=p.label_shift)
-        out[name] = tree
+    with locked(root / ".lock"):  # the second process waits, then reads the frames the first wrote
+        for name, (seed, counts) in trees.items():
+            tree = root / f"{name}-seed{seed}"
+            theirs = Path(p.pretrained) / "data" / tree.name
+            if p.pretrained and name != "eval" and (theirs / "synth.json").is_file():
+                out[name] = theirs  # the very frames the pretrainings saw (only read)
+                continue
+            if not (tree / "synth.json").is_file():
+                generate(tree, seed=seed, counts=counts, size=p.frame_size, force=tree.exists(), progress=False,
+                         label_shift=p.label_shift)
+            out[name] = tree
     return out

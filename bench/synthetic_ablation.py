@@ -30,8 +30,12 @@ Protocol (the synthetic analogue of "ImageNet init, then adapt"), per seed:
      second table gives the target mIoU of each pick beside `last` and the best snapshot by labels (labels
      only score the picks).
 
+The `cr` rows' pretraining trains from scratch on colour-randomised source images, or, with `--cr-warm-iters N`,
+continues the finished source-only pretraining for N such iterations (a fine-tuned colour-blind network).
+
 Runs are resumable (a finished run keeps result.json; an interrupted one resumes from its last checkpoint) and
-any subset of rows and seeds can be run; the table is printed from whatever has finished.
+any subset of rows and seeds can be run; the table is printed from whatever has finished. Seeds may run as
+processes side by side on one folder (`--seeds 1` and `--seeds 2`): they share its frames and summary.json.
 
 A second-stage study (another adaptation learning rate, length or val) need not repeat the pretrainings:
 `--pretrained DIR` starts every row from DIR's finished pretrainings and training frames, only reading them. Its
@@ -63,7 +67,7 @@ from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
 from ablation_protocol import (FIELD_HELP, QUICK, Protocol, bn_policy, check_pretrained, coarse_stage, ensure_data,
-                               saved_protocol)
+                               locked, saved_protocol)
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
                            first_round_stem, round_options, row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
@@ -114,22 +118,35 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             "run": {"eval_every": p.eval_every, "save_every": p.eval_every,
                     "keep": max(1, p.adapt_iters // p.eval_every) + 1}})
 
-    # baselines first, ensemble rows last (after the rows they take their teachers from)
-    for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only", "+ens" in r)):
-        if row == "prior":
-            continue
+    def pretrain(row: str) -> tuple[Path, dict, dict | None]:
+        """The folder, configuration and result (None until it has finished) of the pretraining a row starts
+        from, training what it needs first."""
         pre_method, pre_dir, data_options = pretraining(row)
         pre = merge_overrides(base, {"method": {"name": pre_method}, "optim": {"iters": p.pretrain_iters},
                                      "data": data_options,
                             # a checkpoint at every evaluation: a long pretraining that is stopped resumes there
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
-        coarse_done = True
+        read_only = report_only or bool(p.pretrained)
+        if colour_randomised(row) and p.cr_warm_iters:  # continues the finished plain source-only pretraining
+            plain_dir, _, plain = pretrain("source-only")
+            if plain is None:
+                return pre_dir, pre, None
+            pre = merge_overrides(pre, {"model": {"init": str(plain_dir / "checkpoints" / "last.pth")},
+                                        "optim": {"iters": p.cr_warm_iters}})
+            return pre_dir, pre, train(pre_dir, pre, p.preset, read_only)
         if p.coarse_iters:  # the first part of the pretraining, at half size, in a folder of its own
             coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
-            coarse_done = train(coarse_dir, coarse_stage(pre, p), p.preset, report_only or bool(p.pretrained)) is not None
+            if train(coarse_dir, coarse_stage(pre, p), p.preset, read_only) is None:
+                return pre_dir, pre, None
             pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
-        pre_res = train(pre_dir, pre, p.preset, report_only or bool(p.pretrained)) if coarse_done else None
+        return pre_dir, pre, train(pre_dir, pre, p.preset, read_only)
+
+    # baselines first, ensemble rows last (after the rows they take their teachers from)
+    for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only", "+ens" in r)):
+        if row == "prior":
+            continue
+        pre_dir, pre, pre_res = pretrain(row)
         if pre_res is None:
             if p.pretrained and not report_only:
                 print(f"seed {seed} {row}: skipped, {pre_dir} has not finished its pretraining", file=sys.stderr)
@@ -268,8 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)
     variant = "" if p.label_shift else ", target without label shift"
     coarse = f"{p.coarse_iters} at half size + " if p.coarse_iters else ""
+    warm = f" (cr: {p.cr_warm_iters} colour-randomised iterations from source-only's)" if p.cr_warm_iters else ""
     header = (f"Synthetic benchmark ({p.preset}{variant}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
-              f"mIoU % over seeds {args.seeds}; {coarse}{p.pretrain_iters} pretraining + {p.adapt_iters} iterations per row; "
+              f"mIoU % over seeds {args.seeds}; {coarse}{p.pretrain_iters} pretraining{warm} + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
     curve_text = curve_table(per_seed)
@@ -283,14 +301,15 @@ def main(argv: list[str] | None = None) -> int:
     minutes = {row: statistics.mean(m) for row in args.rows
                if (m := [per_seed[s]["info"][row]["minutes"] for s in args.seeds if row in per_seed[s]["info"]])}
     summary = args.out / "summary.json"
-    previous = json.loads(summary.read_text()) if summary.is_file() else {}
-    merged = merge_seeds(previous.get("per_seed", {}), per_seed)
-    if merged != per_seed:  # the file keeps every finished row and seed, not only this call's
-        rows = table(merged, [r for r in ROWS if any(r in m["scores"] for m in merged.values())], ADAPT_ROWS)[1]
-        minutes = {**previous.get("minutes_per_run", {}), **minutes}
-    write_text(summary, json.dumps(
-        {"protocol": asdict(p), "cpu": cpu_summary(), "machine": machine(), "rows": rows, "minutes_per_run": minutes,
-         "per_seed": {str(s): v for s, v in sorted(merged.items())}}, indent=1))
+    with locked(args.out / ".lock"):  # another seed's process may be merging its own results into the same file
+        previous = json.loads(summary.read_text()) if summary.is_file() else {}
+        merged = merge_seeds(previous.get("per_seed", {}), per_seed)
+        if merged != per_seed:  # the file keeps every finished row and seed, not only this call's
+            rows = table(merged, [r for r in ROWS if any(r in m["scores"] for m in merged.values())], ADAPT_ROWS)[1]
+            minutes = {**previous.get("minutes_per_run", {}), **minutes}
+        write_text(summary, json.dumps(
+            {"protocol": asdict(p), "cpu": cpu_summary(), "machine": machine(), "rows": rows,
+             "minutes_per_run": minutes, "per_seed": {str(s): v for s, v in sorted(merged.items())}}, indent=1))
     return 0
 
 

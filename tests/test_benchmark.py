@@ -126,6 +126,22 @@ def test_coarse_to_fine_protocol_pretrains_every_baseline_at_half_size_first(tmp
     assert other.returncode != 0 and "another protocol" in other.stderr
 
 
+def test_warm_started_colour_randomised_pretraining_continues_the_source_only_one(tmp_path):
+    result = _bench(tmp_path, "--seeds", "0", "--rows", "prior", "cr", "--cr-warm-iters", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 pretraining (cr: 4 colour-randomised iterations from source-only's)" in result.stdout
+    seed = tmp_path / "seed0"
+    plain = json.loads((seed / "pretrain" / "config.json").read_text())  # trained first, though not a row here
+    warm = json.loads((seed / "pretrain-cr" / "config.json").read_text())
+    assert plain["optim"]["iters"] == 3 and not plain["data"].get("rand_conv", False)
+    assert warm["optim"]["iters"] == 4 and warm["data"]["rand_conv"] is True
+    assert warm["model"]["init"] == str(seed / "pretrain" / "checkpoints" / "last.pth")
+    assert json.loads((seed / "pretrain-cr" / "result.json").read_text())["evals"][-1][0] == 4  # (iteration, mIoU)
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert {"cr", "cr@pretraining", "cr+adabn@pretraining", "cr@source-val"} <= set(rows)
+    assert "source-only" not in rows  # its pretraining is the cr route's start, not a row of this call
+
+
 def test_second_stage_study_starts_from_another_folders_pretrainings_and_only_reads_them(tmp_path):
     first, study = tmp_path / "first", tmp_path / "study"
     assert _bench(first, "--seeds", "0", "--rows", "source-only", "cr").returncode == 0
@@ -135,7 +151,8 @@ def test_second_stage_study_starts_from_another_folders_pretrainings_and_only_re
     assert result.returncode == 0, result.stderr[-2000:]
     assert {f: f.stat().st_mtime_ns for f in first.rglob("*")} == before  # nothing there written or retrained
     assert not (study / "seed0" / "pretrain-cr" / "checkpoints").exists()
-    assert sorted(d.name for d in (study / "data").iterdir()) == ["eval-seed77"]  # the training frames are first's
+    frames = sorted(d.name for d in (study / "data").iterdir() if not d.name.startswith("."))  # not the lock file
+    assert frames == ["eval-seed77"]  # the training frames are first's
     config = json.loads((study / "seed0" / "cr+jal-wtm" / "config.json").read_text())
     assert config["model"]["init"] == str(first / "seed0" / "pretrain-cr" / "checkpoints" / "last.pth")
     assert config["optim"]["lr"] == 0.001 and config["data"]["source_root"].startswith(str(first / "data"))
