@@ -25,6 +25,8 @@ from training.pseudo_labels import PseudoLabelOptions
 from training.selection import ADVERSARIAL, CRITERIA, RANKING, select_snapshot
 from training.self_training import RoundInterrupted, self_train
 
+from ablation_protocol import locked  # bench/, next to this module
+
 
 class Interrupted(Exception):
     """A run stopped by Ctrl-C (its last checkpoint saved): the bench stops instead of going on to the rows that
@@ -72,7 +74,10 @@ def train(out: Path, overrides: dict, preset: str, report_only: bool = False) ->
             raise Interrupted(out)
         return {"evals": _evals(out), "seconds": summary["seconds"],
                 "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
-    return cached_result(out, report_only, produce)
+    if report_only:
+        return cached_result(out, report_only, produce)
+    with locked(out.with_name(f".{out.name}.lock")):  # another row group's process may be training this run
+        return cached_result(out, report_only, produce)
 
 
 def _disc_stats(train_csv: Path, tail: int = 10) -> dict:

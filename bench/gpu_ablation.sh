@@ -5,9 +5,9 @@
 #   bench/gpu_ablation.sh OUT [LIMIT_S] [synthetic_ablation.py options, e.g. --quick or --rows ...]
 #   ABLATION_SEEDS="0 1 2" (default) picks the seeds, ABLATION_ROWS the rows besides the oracle (in training
 #   order: the most telling first, so a time limit cuts the least). '|' splits ABLATION_ROWS into groups that
-#   train side by side, one process per group and seed: rows that start from the same first stage (the
-#   source-only pretraining, or the colour-randomised one of the cr rows) must share a group, or two processes
-#   would train that stage at once.
+#   train side by side, one process per group and seed. A run is trained by one process at a time (a lock per
+#   run): a group whose rows start from a stage another group is training (the source-only pretraining, which
+#   the cr rows also start from with --cr-warm-iters) waits for it, so such rows are best kept in one group.
 set -uo pipefail
 [ $# -ge 1 ] || { echo "usage: bench/gpu_ablation.sh OUT [LIMIT_S] [synthetic_ablation.py options]" >&2; exit 2; }
 out=$(realpath -m "$1"); limit=${2:-480}; shift; [ $# -ge 1 ] && shift

@@ -1,5 +1,6 @@
 """Shared fixtures: a small synthetic benchmark generated once per test session by the project itself."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,12 @@ from jal_deploy.synth import generate
 @pytest.fixture(scope="session")
 def bench_module():
     """Import a script of bench/ by name (bench/ is scripts, not a package): `bench_module("runtime_gpu")`."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    if str(bench) not in sys.path:  # as when run as a script: its modules import their neighbours
+        sys.path.append(str(bench))
+
     def load(name: str):
-        path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        path = bench / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
