@@ -115,11 +115,12 @@ def half_size(size) -> list[int]:
 
 
 @contextmanager
-def locked(path: Path):
-    """Held by one process at a time: seeds and row groups started side by side on one folder share its frames,
-    its summary and the pretrainings their rows start from."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
+def locked(target: Path):
+    """`target` (a folder or file) held by one process at a time: seeds and row groups started side by side on one
+    folder share its frames, its summary and the pretrainings their rows start from. The lock file `.NAME.lock`
+    sits beside `target`, so a folder's listing stays its own."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(f".{target.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
         yield
 
@@ -133,7 +134,7 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
         "source-val": (p.source_val_seed, {"gta5": p.source_val_frames, "synthia": 0, "cs_train": 0, "cs_val": 0}),
     }
     out = {}
-    with locked(root / ".lock"):  # the second process waits, then reads the frames the first wrote
+    with locked(root):  # the second process waits, then reads the frames the first wrote
         for name, (seed, counts) in trees.items():
             tree = root / f"{name}-seed{seed}"
             theirs = Path(p.pretrained) / "data" / tree.name

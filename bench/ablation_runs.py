@@ -76,7 +76,7 @@ def train(out: Path, overrides: dict, preset: str, report_only: bool = False) ->
                 "discriminators": _disc_stats(out / "train.csv"), "wtm_drift": _wtm_drift(trainer.model)}
     if report_only:
         return cached_result(out, report_only, produce)
-    with locked(out.with_name(f".{out.name}.lock")):  # another row group's process may be training this run
+    with locked(out):  # another row group's process may be training this run
         return cached_result(out, report_only, produce)
 
 

@@ -301,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     minutes = {row: statistics.mean(m) for row in args.rows
                if (m := [per_seed[s]["info"][row]["minutes"] for s in args.seeds if row in per_seed[s]["info"]])}
     summary = args.out / "summary.json"
-    with locked(args.out / ".lock"):  # another seed's process may be merging its own results into the same file
+    with locked(summary):  # another seed's process may be merging its own results into the same file
         previous = json.loads(summary.read_text()) if summary.is_file() else {}
         merged = merge_seeds(previous.get("per_seed", {}), per_seed)
         if merged != per_seed:  # the file keeps every finished row and seed, not only this call's

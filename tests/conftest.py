@@ -19,6 +19,7 @@ def bench_module():
         path = bench / f"{name}.py"
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # registered before it runs, as an import does (dataclasses look it up there)
         spec.loader.exec_module(module)
         return module
     return load

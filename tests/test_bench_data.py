@@ -1,6 +1,5 @@
 """Processes side by side on one bench folder (seeds, or row groups as bench/gpu_ablation.sh starts them) generate its
 frames once and train each run once."""
-import fcntl
 import subprocess
 import sys
 import time
@@ -12,11 +11,9 @@ ENSURE = ("import sys; from pathlib import Path; sys.path.insert(0, 'bench'); "
           "print(sorted(p.name for p in ensure_data(Path(sys.argv[1]), Protocol(**QUICK)).values()))")
 
 
-def test_a_second_seed_waits_for_the_frames_the_first_is_writing_then_reads_them(tmp_path):
+def test_a_second_seed_waits_for_the_frames_the_first_is_writing_then_reads_them(tmp_path, bench_module):
     root = tmp_path / "data"
-    root.mkdir()
-    with open(root / ".lock", "w") as lock:  # the first seed, in the middle of writing the frames
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with bench_module("ablation_protocol").locked(root):  # the first seed, in the middle of writing the frames
         second = subprocess.Popen([sys.executable, "-c", ENSURE, str(root)], cwd=ROOT, text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(3)
@@ -27,14 +24,13 @@ def test_a_second_seed_waits_for_the_frames_the_first_is_writing_then_reads_them
     assert all((root / name / "synth.json").is_file() for name in ("eval-seed1127", "source-val-seed1000", "train-seed0"))
 
 
-def test_a_row_group_waits_for_the_pretraining_another_process_is_training_then_starts_from_it(tmp_path):
+def test_a_row_group_waits_for_the_pretraining_another_process_is_training_then_starts_from_it(tmp_path,
+                                                                                             bench_module):
     bench = [sys.executable, str(ROOT / "bench/synthetic_ablation.py"), "--out", str(tmp_path), "--quick",
              "--threads", "1", "--seeds", "0", "--cr-warm-iters", "2"]
     assert subprocess.run([*bench, "--rows", "prior"], cwd=ROOT, capture_output=True).returncode == 0  # the frames
     seed = tmp_path / "seed0"
-    seed.mkdir(exist_ok=True)
-    with open(seed / ".pretrain.lock", "w") as lock:  # the colour rows' process, training the source-only pretraining
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with bench_module("ablation_protocol").locked(seed / "pretrain"):  # the colour rows' process, training it
         cr = subprocess.Popen([*bench, "--rows", "cr"], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(8)
