@@ -21,6 +21,10 @@ def test_gpu_check_cpu_mode_prints_one_complete_summary_table(tmp_path):
             "parity on this device"} == set(parts)
     assert parts.count("deploy graph, torch backend") == 4  # fp32 and bf16 at batch 1 and 2
     assert "not measured" not in "\n".join(table) and "failed" not in out
+    # beyond the rounding's reach (twice the 99.9th percentile of the logit error) at most 0.1 % of pixels can flip
+    parity = next(line for line in table if "parity on this device" in line)
+    decisive = float(parity.split("decisive pixels")[1].split("%")[0])
+    assert 99.9 <= decisive <= 100.0, parity
 
 
 def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root, tmp_path, bench_module):
@@ -78,3 +82,31 @@ def test_runtime_gpu_random_r101_stays_in_fp16_range_on_real_frame_values(bench_
     assert largest_logit() < 100
     estimate_statistics(net.encoder, (torch.randn(2, 3, 128, 256) for _ in range(4)))  # unit-scale noise
     assert largest_logit() > 1e3
+
+
+def test_logit_parity_puts_every_rounding_flip_among_the_near_ties(bench_module):
+    """runtime_gpu.py's parity splits pixels by their fp32 top-2 margin against the rounding's reach: bf16 flips
+    labels of a random network, and a flip beyond that reach would mean the reach is measured wrong."""
+    import numpy as np
+    import torch
+
+    from jal_deploy.labels import get_protocol
+    from jal_deploy.modelinfo import ModelInfo
+    runtime_gpu = bench_module("runtime_gpu")
+    proto = get_protocol("19")
+    info = ModelInfo(arch="deeplabv2-r18", class_names=list(proto.class_names), palette=proto.palette.tolist(),
+                     input_size=[128, 64])
+    torch.manual_seed(0)
+    net = runtime_gpu.random_deploy_net("deeplabv2-r18", 0.125, info)
+    frames = np.random.default_rng(0).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
+    row = runtime_gpu.logit_parity(torch, net, frames, "cpu", "bf16")
+    assert net.output == "labels"  # restored
+    net.output = "logits"
+    x = torch.from_numpy(frames)
+    with torch.inference_mode():
+        ref = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net(x).float()
+    flipped = 100 * (low.argmax(1) != ref.argmax(1)).float().mean().item()
+    assert row["rounding_reach"] > 0 and 0 < flipped <= row["near_ties"] < 100, (row, flipped)
+    assert row["decisive_agreement"] >= 99.9
