@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 read -r -a seeds <<< "${ABLATION_SEEDS:-0 1 2}"
 # row groups in the order they train (the baselines always first); ABLATION_ROWS overrides
-IFS='|' read -r -a groups <<< "${ABLATION_ROWS:-prior source-only adabn jal-wtm jal-wtm+fda jal-wtm+fda+ssl1 jal-wtm+fda+ssl2 jal-wtm+fda+sp+ssl1 jal-wtm+fda+sp+ssl2 jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 jal-wtm+sp+ssl3 adabn+sp+ssl1 adaptsegnet jal wtm adaptsegnet+onehot | cr cr+jal-wtm cr+jal-wtm+sp+ssl1 cr+jal-wtm+sp+ssl2 cr+jal-wtm+sp+flip+ssl1 cr+sp+flip+ssl1}"
+IFS='|' read -r -a groups <<< "${ABLATION_ROWS:-prior source-only adabn jal-wtm jal-wtm+fda jal-wtm+fda+ssl1 jal-wtm+fda+ssl2 jal-wtm+fda+sp+ssl1 jal-wtm+fda+sp+ssl2 jal-wtm+sp+ssl1 jal-wtm+sp+ssl2 jal-wtm+sp+ssl3 adabn+sp+ssl1 adaptsegnet jal wtm adaptsegnet+onehot | cr+jal-wtm cr cr+jal-wtm+sp+ssl1 cr+jal-wtm+sp+ssl2 cr+jal-wtm+sp+flip+ssl1 cr+sp+flip+ssl1}"
 read -r -a rows <<< "${groups[*]}"
 mkdir -p "$out"
 # the frames and protocol.json once, before the processes share them
