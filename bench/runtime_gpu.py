@@ -1,15 +1,15 @@
 #!/usr/bin/env python
 """The runtime on a GPU: the R101 deploy graph (Enc + folded Dec2^T + upsample + argmax, uint8 frames in,
 labels out) exported with torch.export and run through jal_deploy's torch backend, fp32 and fp16/bf16
-autocast, batch 1 and 8 at 1024x512; the fp16/bf16 labels and logits against fp32 on the same street frames;
-`jal-segment`'s pipeline end to end on a generated street video; then the torch backend's speed options one at a time
-(eager, channels-last, + cuDNN benchmark = the default, + CUDA graphs, + torch.compile), fp16.
+autocast, batch 1 and 8 at 1024x512; the fp16/bf16 labels and logits against fp32 on the same street
+frames; `jal-segment`'s pipeline end to end on a generated street video; then the torch backend's speed options
+one at a time (eager, channels-last, + cuDNN benchmark = the default, + CUDA graphs, + torch.compile), fp16.
 
 Two numbers per setting: `backend` FPS includes the host->device copy of the frames and the device->host
 copy of the labels (what an application sees); `graph` FPS runs the module on frames already on the GPU.
 Random weights, their BatchNorm statistics estimated on noise so that activations stay in a trained network's
-range: speed does not depend on them; parity does, and `--checkpoint` runs everything on a trained network. Needs torch, OpenCV and this source tree only (no ONNX tools, no
-TensorRT). Results go to --json after every measurement, so a time limit loses only the rest;
+range: speed does not depend on them; parity does, and `--checkpoint` runs everything on a trained network.
+Needs torch, OpenCV and this source tree only (no ONNX tools, no TensorRT). Results go to --json after every measurement, so a time limit loses only the rest;
 `--summary TRAIN_LOG JSON` prints the one table bench/gpu_check.sh ends with.
 
     python bench/runtime_gpu.py                  # on a CUDA machine, from the repository root
@@ -121,55 +121,51 @@ def _speed_line(row: dict) -> str:
             f"{row['ms_per_batch']:.2f} ms/batch")
 
 
-def parity_rows(torch, path, args, dev, results, precisions, net, video: Path) -> None:
-    """Labels of each reduced precision against fp32 on the same random frames, through the exported program
-    (what the runtime deploys), and the same comparison on the logits of the eager network (`logit_parity`):
-    random weights leave many pixels with near-tied class scores, which any rounding flips, so the label
-    agreement alone would measure the weights' margins, not the precision's harm."""
+def parity_rows(torch, path, dev, results, precisions, net, frames: np.ndarray) -> None:
+    """Labels of each reduced precision against fp32 on the same street frames, through the exported program
+    (what the runtime deploys), and the same comparison on the logits of the eager network (`logit_parity`): a
+    pixel whose class scores are near-tied flips under any rounding, so the label agreement alone would measure
+    the weights' margins, not the precision's harm."""
     from jal_deploy.backends.torch_backend import TorchBackend
     from jal_deploy.metrics import Agreement
-    frames = parity_frames(args, video)
     reference = TorchBackend(path, device=dev, precision="fp32")(frames)
-    for precision in precisions:
-        if precision == "fp32":
-            continue
+    reduced = [p for p in precisions if p != "fp32"]
+    logits = logit_parity(torch, net, frames, dev, reduced)
+    for precision in reduced:
         labels = TorchBackend(path, device=dev, precision=precision)(frames)
         row = {"precision": precision, "reference": "fp32",
-               "argmax_agreement": Agreement().update(labels, reference).percent,
-               **logit_parity(torch, net, frames, dev, precision)}
+               "argmax_agreement": Agreement().update(labels, reference).percent, **logits[precision]}
         results.add("parity", row)
         print(f"{precision} vs fp32: argmax agreement {row['argmax_agreement']:.3f} %; {_tie_text(row)}", flush=True)
 
 
 def parity_frames(args, video: Path) -> np.ndarray:
-    """`--frames` (a glob of images, e.g. a Cityscapes val city, or `noise`), else the generated street video's
-    first frames, resized to --size. Street frames, not noise: on noise a random R101's labels flip under any
-    rounding (36 % of bf16 labels kept on CPU, against 96 % on street frames)."""
-    import glob
-
+    """`--frames` (what jal-segment reads: a glob, folder, video or dataset tree; or `noise`), else the generated
+    street video's first frames, resized to --size. Street frames, not noise: on noise a random R101's labels
+    flip under any rounding (46 % of bf16 labels kept on CPU, against 97 % on target frames)."""
     import cv2
+
+    from jal_deploy.sources import SourceError, open_source
     if args.frames == "noise":  # what the check used before: uniform noise frames
         return np.random.default_rng(1).integers(0, 256, (args.parity_frames, args.h, args.w, 3), dtype=np.uint8)
-    if args.frames:
-        files = sorted(glob.glob(args.frames))[:args.parity_frames]
-        if not files:
-            raise SystemExit(f"--frames {args.frames}: no image matches")
-        images = [cv2.imread(f, cv2.IMREAD_COLOR) for f in files]
-    else:
-        cap, images = cv2.VideoCapture(str(video)), []
-        while len(images) < args.parity_frames:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            images.append(frame)
-        cap.release()
+    try:
+        source = open_source(args.frames or str(video), limit=args.parity_frames)
+    except SourceError as e:
+        raise SystemExit(f"--frames: {e}") from None
+    try:
+        images = [item.frame for item in source if item.error is None][:args.parity_frames]
+    finally:
+        source.close()
+    if not images:
+        raise SystemExit(f"--frames {args.frames or video}: no frame could be read")
     return np.stack([cv2.resize(im, (args.w, args.h), interpolation=cv2.INTER_AREA) for im in images])
 
 
-def logit_parity(torch, net, frames: np.ndarray, dev: str, precision: str) -> dict:
-    """fp32 against `precision` autocast on the eager deploy network's logits. The rounding's reach is twice
-    the 99.9th percentile of the per-pixel largest logit error: a pixel whose fp32 top-2 margin is below it can
-    flip by rounding alone (`near_ties`, % of pixels), one above it should not (`decisive_agreement`)."""
+def logit_parity(torch, net, frames: np.ndarray, dev: str, precisions: list[str]) -> dict[str, dict]:
+    """fp32 against each precision's autocast on the eager deploy network's logits (fp32 computed once). The
+    rounding's reach is twice the 99.9th percentile of the per-pixel largest logit error: a pixel whose fp32
+    top-2 margin is below it can flip by rounding alone (`near_ties`, % of pixels), one above it should not
+    (`decisive_agreement`)."""
     output = net.output
     net.output = "logits"
     try:
@@ -177,19 +173,25 @@ def logit_parity(torch, net, frames: np.ndarray, dev: str, precision: str) -> di
         x = torch.from_numpy(frames).to(dev)
         with torch.inference_mode():
             ref = net(x).float()
-            with torch.autocast(device_type=dev, dtype=torch.float16 if precision == "fp16" else torch.bfloat16):
-                low = net(x).float()
+            low = {}
+            for precision in precisions:
+                with torch.autocast(device_type=dev, dtype=torch.float16 if precision == "fp16" else torch.bfloat16):
+                    low[precision] = net(x).float()
     finally:
         net.output = output
         net.to("cpu")
     top2 = ref.topk(2, dim=1).values
     margin = (top2[:, 0] - top2[:, 1]).flatten()
-    reach = 2 * float(torch.quantile((low - ref).abs().amax(1).flatten().double(), 0.999))
-    decisive = margin >= reach
-    agree = (low.argmax(1) == ref.argmax(1)).flatten()
-    return {"rounding_reach": reach, "median_margin": float(margin.median()),
+    out = {}
+    for precision, logits in low.items():
+        reach = 2 * float(torch.quantile((logits - ref).abs().amax(1).flatten().double(), 0.999))
+        decisive = margin >= reach
+        agree = (logits.argmax(1) == ref.argmax(1)).flatten()
+        out[precision] = {
+            "rounding_reach": reach, "median_margin": float(margin.median()),
             "near_ties": 100 * float((~decisive).float().mean()),
             "decisive_agreement": 100 * float(agree[decisive].float().mean()) if bool(decisive.any()) else None}
+    return out
 
 
 def _tie_text(row: dict) -> str:
@@ -272,18 +274,19 @@ def run(args) -> None:
         raise SystemExit("no CUDA device visible to torch (pass --device cpu with a small arch to check the code path)")
     dev = args.device
     name = torch.cuda.get_device_name() if dev == "cuda" else "CPU"
+    tmp = Path(tempfile.mkdtemp(prefix="jal-runtime-gpu-"))
+    video = street_video(args, tmp)
+    frames = parity_frames(args, video)  # a bad --frames stops the check here, before minutes of measuring
     net, info = deploy_net(args)
     results = Results(args.json, f"{name}, torch {torch.__version__}, {info.arch} at {args.w}x{args.h}"
                       + (f", {Path(args.checkpoint).name}" if args.checkpoint else ", random weights"))
-    tmp = Path(tempfile.mkdtemp(prefix="jal-runtime-gpu-"))
     t = time.perf_counter()
     path = export_program(net, info, tmp / "deploy.pt2")
     print(f"{name}, torch {torch.__version__}; exported {info.arch} deploy graph "
           f"({sum(p.numel() for p in net.parameters()) / 1e6:.1f} M params) in {time.perf_counter() - t:.0f} s",
           flush=True)
     speed_rows(torch, path, args, dev, results, args.precisions, ["default"])
-    video = street_video(args, tmp)
-    for section, part in (("parity", lambda: parity_rows(torch, path, args, dev, results, args.precisions, net, video)),
+    for section, part in (("parity", lambda: parity_rows(torch, path, dev, results, args.precisions, net, frames)),
                           ("end_to_end", lambda: end_to_end(path, args, dev, video, tmp, results))):
         try:
             part()
@@ -358,8 +361,8 @@ def main() -> None:
     ap.add_argument("--device", default="cuda", help="cpu only checks the code path (use a small --arch/--size)")
     ap.add_argument("--checkpoint", help="a trained checkpoint (jal-train's, or one load_trained reads) instead of "
                     "random weights: its parity is the one a deployment sees")
-    ap.add_argument("--frames", help="parity on these images (a glob, resized to --size; 'noise' for uniform noise) "
-                    "instead of the generated street video's frames")
+    ap.add_argument("--frames", help="parity on these frames (a glob, folder, video or dataset tree as jal-segment "
+                    "reads them, resized to --size; 'noise' for uniform noise) instead of the generated street video's")
     ap.add_argument("--parity-frames", type=int, default=8, help="how many of --frames")
     ap.add_argument("--json", help="write the results here after every measurement")
     ap.add_argument("--summary", nargs=2, metavar=("TRAIN_LOG", "JSON"),

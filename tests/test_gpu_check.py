@@ -99,7 +99,7 @@ def test_logit_parity_puts_every_rounding_flip_among_the_near_ties(bench_module)
     torch.manual_seed(0)
     net = runtime_gpu.random_deploy_net("deeplabv2-r18", 0.125, info)
     frames = np.random.default_rng(0).integers(0, 256, (2, 64, 128, 3), dtype=np.uint8)
-    row = runtime_gpu.logit_parity(torch, net, frames, "cpu", "bf16")
+    row = runtime_gpu.logit_parity(torch, net, frames, "cpu", ["bf16"])["bf16"]
     assert net.output == "labels"  # restored
     net.output = "logits"
     x = torch.from_numpy(frames)
