@@ -38,12 +38,16 @@ ANCHOR_ROWS = ("jal-wtm+sp+tgt+anchor+ssl2",)
 # `+cb`: the rounds' pseudo-label loss with ENet's class weights (method.pseudo_class_weights=enet)
 CLASS_WEIGHT_ROWS = ("jal-wtm+sp+tgt+cb+ssl1", "jal-wtm+sp+tgt+cb+ssl2", "jal-wtm+ens+sp+tgt+cb+ssl1",
                      "jal-wtm+ens+sp+tgt+cb+ssl2")
+# `+mix`: online self-training on ClassMix images with an EMA teacher (method.mix=classmix, DACS), started from
+# the row before `+mix` and trained like it (its method, route and rate) for the second stage's length:
+# `cr+jal-wtm+mix` on JAL+WTM, `cr+mix` the control without an adversarial stage before it
+MIX_ROWS = ("cr+jal-wtm+mix", "cr+mix", "jal-wtm+mix")
 TARGET_ONLY = ("+tgt", "+tgtcr")
 ROUND_OPTIONS = ("+flip", "+fresh", "+anchor", "+cb", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
 LATER_ROUNDS = ("+fresh", "+anchor")  # options that change only the rounds after the first
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS, *ANCHOR_ROWS,
-              *CLASS_WEIGHT_ROWS)
+              *CLASS_WEIGHT_ROWS, *MIX_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
                 *NO_ADVERSARIAL_SSL_ROWS, "oracle")
@@ -63,8 +67,16 @@ def colour_randomised(row: str) -> bool:
     return row == "cr" or row.startswith("cr+")
 
 
+def mix_start(row: str) -> str | None:
+    """The row a `+mix` row starts from (None: not a `+mix` row)."""
+    return row.removesuffix("+mix") if row.endswith("+mix") else None
+
+
 def row_method(row: str) -> str:
-    """The `jal-train` method a row's second stage runs (a self-training row's: that of the row it starts from)."""
+    """The `jal-train` method a row's second stage runs (a self-training or `+mix` row's: that of the row it
+    starts from)."""
+    if start := mix_start(row):
+        return row_method(start)
     if "+ssl" in row:
         row = self_training_stages(row)[1]
     row = row if row == "cr" else row.removeprefix("cr+")

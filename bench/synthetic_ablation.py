@@ -69,7 +69,7 @@ from training.pseudo_labels import PseudoLabelOptions
 from ablation_protocol import (FIELD_HELP, QUICK, Protocol, bn_policy, check_pretrained, coarse_stage, ensure_data,
                                locked, saved_protocol)
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
-                           first_round_stem, round_options, row_method, self_training_stages, target_only)
+                           first_round_stem, mix_start, round_options, row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
                            share_first_round, source_val_miou, train)
 from ablation_tables import curve_table, merge_seeds, pseudo_line, selection_table, table
@@ -190,6 +190,13 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                                 teachers_every_round=bool(teachers), fresh_students="+fresh" in options,
                                 anchor_shares="+anchor" in options)
             snapshots = rounds_dir / f"round{rounds}" / "train"
+        elif start := mix_start(row):  # online self-training from the finished row before `+mix`
+            if train(out / f"seed{seed}" / start, second_stage(start), p.preset, report_only) is None:
+                continue
+            ov = merge_overrides(ov, {"method": {"mix": "classmix"},
+                                      "model": {"init": str(out / f"seed{seed}" / start / "checkpoints" / "last.pth")}})
+            res = train(run_dir, ov, p.preset, report_only)
+            snapshots = run_dir
         else:
             res = train(run_dir, ov, p.preset, report_only)
             snapshots = run_dir

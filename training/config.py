@@ -39,6 +39,7 @@ METHOD_FLAGS: dict[str, Method] = {
 METHODS = tuple(METHOD_FLAGS)
 D_INPUTS = ("softmax", "onehot")  # method.d_input
 PSEUDO_CLASS_WEIGHTS = ("none", "enet")  # method.pseudo_class_weights
+MIXES = ("none", "classmix")  # method.mix
 
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -119,6 +120,12 @@ class MethodConfig:
     # what the discriminators see: the softmax maps (the paper, AdaptSegNet) or their one-hot argmax with a
     # straight-through gradient, which hides confidence so that only the layout of the classes is compared
     d_input: str = "softmax"
+    # online self-training on cross-domain mixed images (training/mixing.py): `classmix` pastes half the classes
+    # of each source image onto a target image labelled by an EMA teacher of the student (DACS)
+    mix: str = "none"
+    mix_ema: float = 0.99          # the teacher's EMA decay (DACS)
+    mix_confidence: float = 0.968  # target pixels weigh the share of their image's pixels above it (DACS)
+    lambda_mix: float = 1.0        # weight of the mixed images' segmentation loss
 
 
 @dataclass
@@ -189,6 +196,14 @@ class TrainConfig:
         if self.method.pseudo_class_weights != "none" and not self.method.self_training:
             raise ConfigError("method.pseudo_class_weights weights the pseudo-label loss: it needs "
                               "method.self_training=true and data.target_labels=DIR")
+        if self.method.mix not in MIXES:
+            raise ConfigError(f"method.mix must be one of {', '.join(MIXES)}, got {self.method.mix!r}")
+        if self.method.mix != "none" and self.flags.labels != "source":
+            raise ConfigError("method.mix pastes labelled source pixels onto target images: it needs a method that "
+                              "trains on source labels (not the oracle, not method.target_only)")
+        if not (0.0 < self.method.mix_ema < 1.0 and 0.0 <= self.method.mix_confidence < 1.0):
+            raise ConfigError(f"method.mix_ema must be in (0, 1) and method.mix_confidence in [0, 1), got "
+                              f"{self.method.mix_ema} and {self.method.mix_confidence}")
         if not 0.0 <= self.data.fda_beta < 0.5:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if not 0.0 <= self.data.color_jitter <= 0.5:

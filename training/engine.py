@@ -21,6 +21,7 @@ from .config import TrainConfig
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate
 from .losses import adv_loss, dis_loss, discriminator_maps, seg_loss, upsample
+from .mixing import MeanTeacher, mix_terms
 from .models import Discriminator, build_model
 from .models.norm import estimate_statistics
 from .optim import parameter_groups, sgd_param_groups
@@ -95,13 +96,18 @@ class Trainer:
         self.iteration, self.best = 0, {"miou": -1.0, "iteration": 0}
         # wall seconds of the whole run across resumes (training, evaluation, saving), kept in every checkpoint
         self._seconds_before, self._clock = 0.0, time.perf_counter()
+        self.teacher, teacher_state = None, None
 
         if resume or resume_from:
-            self._resume(resume_from)
+            teacher_state = self._resume(resume_from)
         elif m.init:
             self._load_init()
         elif m.init_required:
             raise TrainingError(f"preset {cfg.preset!r} needs an init checkpoint. {INIT_HELP}")
+        if cfg.method.mix != "none":  # the EMA teacher starts as the student's start
+            self.teacher = MeanTeacher(self.model, cfg.method.mix_ema)
+            if teacher_state is not None:
+                self.teacher.load_state_dict(teacher_state)
         self.ddp_model = self.model
         if self.env.enabled:
             if self.device.type == "cuda" and m.bn_mode == "train":  # batch statistics across all GPUs
@@ -217,20 +223,28 @@ class Trainer:
         if self.target_iter is not None:
             batch_t = next(self.target_iter)
             xt = self._to_device(batch_t["image"])
-            with self._autocast():
-                tgt = model(xt)
-                losses, weights = {}, {}
-                if self.self_training:
-                    losses, weights = self._pseudo_label_terms(tgt, batch_t["label"].to(self.device))
-                if self.adversarial:
-                    pt = {k: discriminator_maps(F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1), mth.d_input)
-                          for k, v in tgt.items()}
-                    adv, adv_weights = self._adversarial_terms(pt)
-                    losses.update(adv)
-                    weights.update(adv_weights)
-            self._check({k: v.item() for k, v in losses.items()})
-            self._backward(sum(weights[k] * v for k, v in losses.items()))
-            terms.update(losses)
+            if self.adversarial or self.self_training:  # (method.mix alone: only the mixed images below)
+                with self._autocast():
+                    tgt = model(xt)
+                    losses, weights = {}, {}
+                    if self.self_training:
+                        losses, weights = self._pseudo_label_terms(tgt, batch_t["label"].to(self.device))
+                    if self.adversarial:
+                        pt = {k: discriminator_maps(F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1), mth.d_input)
+                              for k, v in tgt.items()}
+                        adv, adv_weights = self._adversarial_terms(pt)
+                        losses.update(adv)
+                        weights.update(adv_weights)
+                self._check({k: v.item() for k, v in losses.items()})
+                self._backward(sum(weights[k] * v for k, v in losses.items()))
+                terms.update(losses)
+            if self.teacher is not None:  # method.mix: the ClassMix images of this source and target batch
+                gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + it)  # resumes exactly
+                mixed = mix_terms(self.teacher, model, xs, ys, xt, gen, mth.mix_confidence, self._autocast,
+                                  self._to_device)
+                self._check({k: v.item() for k, v in mixed.items()})
+                self._backward(mth.lambda_mix * (mth.lambda_seg1 * mixed["mix1"] + mth.lambda_seg2 * mixed["mix2"]))
+                terms.update(mixed)
 
         if self.adversarial:
             _set_requires_grad(discs, True)
@@ -249,11 +263,13 @@ class Trainer:
                 average_gradients(self.discs[name], self.env)
 
         self.scaler.step(self.opt_g)
-        if self.opt_wtm is not None and (self.adversarial or self.self_training):
+        if self.opt_wtm is not None and (self.adversarial or self.self_training or self.teacher is not None):
             self.scaler.step(self.opt_wtm)
         for opt in self.opt_d.values():
             self.scaler.step(opt)
         self.scaler.update()
+        if self.teacher is not None:
+            self.teacher.update(self.model)
         self.iteration += 1
         row.update({k: v.item() for k, v in terms.items()})
         return row
@@ -265,7 +281,8 @@ class Trainer:
                 "optimizers": {"g": self.opt_g.state_dict(),
                                "wtm": self.opt_wtm.state_dict() if self.opt_wtm else None,
                                **{n: o.state_dict() for n, o in self.opt_d.items()}},
-                "scaler": self.scaler.state_dict()}
+                "scaler": self.scaler.state_dict(),
+                **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {})}
 
     def _assert_finite_weights(self) -> None:
         """A step can blow the weights up before any loss shows it: never save such a state."""
@@ -298,7 +315,8 @@ class Trainer:
         for old in snaps[: max(0, len(snaps) - self.cfg.run.keep)]:
             old.unlink()
 
-    def _resume(self, source: str | Path | None = None) -> None:
+    def _resume(self, source: str | Path | None = None) -> dict | None:
+        """Loads the run's state; returns the EMA teacher's (method.mix), which is built after the model."""
         try:
             state = read_resumable(self.out, source, self.cfg)
         except ResumeError as e:
@@ -314,6 +332,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state["best"]
         self._seconds_before = state.get("seconds", 0.0)  # checkpoints written before it was kept: 0
+        return state.get("teacher")
 
     @property
     def seconds(self) -> float:
@@ -374,7 +393,7 @@ class Trainer:
                 bar.update(1)
                 if log and due(cfg.run.log_every):
                     log.log_train(row)
-                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "seg2_tgt", "adv2", "jal", "adv_wtm2", "d2")
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "seg2_tgt", "mix2", "adv2", "jal", "adv_wtm2", "d2")
                                      if row.get(k) is not None})
                 if self.env.is_main and due(cfg.run.eval_every):
                     results = self._evaluate_and_select(log)

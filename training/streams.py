@@ -51,7 +51,8 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
                                        cache=d.cache, style=compose(_fda_style(cfg), jitter))
     loader = _Loaders(cfg, device_type, env, start)
     labelled_stream, target = (loader(labelled, seed) if labelled is not None else None), None
-    if flags.adversarial or flags.self_training:  # source-only trains on no target image (no BN or other leak)
+    # source-only trains on no target image (no BN or other leak); ClassMix pastes onto unlabelled target images
+    if flags.adversarial or flags.self_training or cfg.method.mix != "none":
         # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
         # the adversarial terms then use the same target batch, as Bidirectional Learning does.
         root = d.target_labels if flags.self_training else d.target_root
