@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from jal_deploy.datasets import FORMATS, DatasetError, find_samples, read_label
+from jal_deploy.datasets.layout import tree_format
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jp2"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts", ".mts"}
@@ -206,7 +207,13 @@ def open_source(spec: str, split: str | None = None, list_file: str | None = Non
                        and not p.name.startswith("."))
         if not files:
             raise SourceError(f"folder {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        return ImageFiles(files[:limit] if limit else files, path, "folder", f"folder {path}")
+        source = ImageFiles(files[:limit] if limit else files, path, "folder", f"folder {path}")
+        if fmt := tree_format(path):  # every image below it, label PNGs too, and no score: rarely what was meant
+            source.notes.append(f"{path} is laid out as a {fmt} tree, and as a plain folder every image below it is "
+                                f"segmented, its label maps included, with no mIoU; `{fmt}:{spec}` segments its "
+                                f"{'val split' if fmt == 'cityscapes' else 'images'} and scores them against "
+                                "their labels")
+        return source
     if not path.exists() and _is_glob(spec):
         files = sorted(Path(p) for p in globlib.glob(os.path.expanduser(spec), recursive=True)
                        if Path(p).suffix.lower() in IMAGE_SUFFIXES)

@@ -208,3 +208,19 @@ def test_ctrl_c_mid_video_finalises_the_video_and_exits_130(runtime_models, synt
     assert report["status"] == "interrupted" and 0 < written < 1500
     assert _count_frames(out / "long.mp4")[0] == written
     assert _no_temp_files(out)
+
+
+def test_a_dataset_tree_given_as_a_plain_folder_is_segmented_with_a_hint_to_score_it(runtime_models, synth_root,
+                                                                                     tmp_path):
+    tree = synth_root / "cityscapes"
+    out = tmp_path / "out"
+    res = _run(tree, "-m", runtime_models["labels"], "-o", out, "--save", "none")
+    assert res.exit_code == 0, res.output
+    hint = f"`cityscapes:{tree}` segments its val split and scores them against their labels"
+    assert res.output.count(hint) == 2  # before the run, and again under the results
+    report = json.loads((out / "report.json").read_text())
+    assert any(hint in note for note in report["notes"]) and "miou" not in report
+    images = sum(1 for p in tree.rglob("*.png"))
+    assert report["timing"]["frames"] == images  # label maps included: the plain-folder behaviour is kept
+    plain = _run(tree / "leftImg8bit", "-m", runtime_models["labels"], "-o", tmp_path / "plain", "--save", "none")
+    assert plain.exit_code == 0 and "laid out as" not in plain.output  # an image folder alone: no hint

@@ -107,7 +107,7 @@ def main(source, model, out, device, backend, precision, size, save, compare_mod
         if seg is not None:
             seg.close()
         raise click.ClickException(f"{compare_model}: {e}" if seg is not None else str(e)) from None
-    for note in seg.backend.notes:
+    for note in (*src.notes, *seg.backend.notes):  # before the run: a wrong source or device shows at once
         click.echo(f"Note: {note}", err=True)
     click.echo(f"{src.description} -> {seg.describe()}" + (f" vs {other.describe()}" if other else "") + f" -> {out}",
                err=True)

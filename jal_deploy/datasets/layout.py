@@ -15,6 +15,17 @@ CITYSCAPES_LABEL_SUFFIX = "_gtFine_labelIds.png"
 _SHOW = 5  # how many offending files an error message names
 
 
+# the two folders that make a root one of the formats (image folder, label folder)
+TREE_FOLDERS: dict[str, tuple[str, str]] = {"cityscapes": ("leftImg8bit", "gtFine"), "gta5": ("images", "labels"),
+                                            "synthia": ("RGB", "GT")}
+
+
+def tree_format(root: Path) -> str | None:
+    """The format a folder is laid out in (its image and label folders both present), or None."""
+    return next((fmt for fmt, (images, labels) in TREE_FOLDERS.items()
+                 if (root / images).is_dir() and (root / labels).is_dir()), None)
+
+
 class DatasetError(Exception):
     """A dataset tree or file that cannot be used; the message says which file and what to do."""
 
