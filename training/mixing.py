@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from jal_deploy.labels import IGNORE
 
+from .losses import upsample
+
 
 def class_masks(labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """(B, H, W) bool: for each labelled image, the pixels of half of its classes (rounded up), drawn at random;
@@ -54,7 +56,7 @@ def mix_batch(xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, pseudo: torc
 
 def weighted_seg_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Pixel-weighted cross-entropy at the label size (ignore 255), the mean over the labelled pixels."""
-    logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=True)
+    logits = upsample(logits, labels.shape[-2:])
     valid = labels != IGNORE
     if not bool(valid.any()):
         return logits.sum() * 0.0
@@ -87,7 +89,7 @@ class MeanTeacher:
         WTM), normalised with the batch's own statistics as the student's target batches are."""
         out = self.model(images)
         logits = out.get("high_t", out["high"]).float()
-        prob = F.softmax(F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=True), dim=1)
+        prob = F.softmax(upsample(logits, images.shape[-2:]), dim=1)
         return prob.max(1)
 
     def state_dict(self) -> dict:
