@@ -1,4 +1,5 @@
-"""The training run: set-up, one iteration of Eq. 10, periodic evaluation, atomic checkpoints, resume."""
+"""The training run: set-up, one iteration of Eq. 10, periodic evaluation; its checkpoints and resume are
+`run_state.RunState`'s."""
 from __future__ import annotations
 
 import contextlib
@@ -19,28 +20,20 @@ from jal_deploy.machine import emulated_bf16
 from . import checkpoints as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
-from .evaluate import evaluate
+from .evaluate import evaluate, target_decoders
 from .losses import adv_loss, dis_loss, discriminator_maps, seg_loss, upsample
 from .mixing import MeanTeacher, mix_terms
 from .models import Discriminator, build_model
 from .models.norm import estimate_statistics
 from .optim import parameter_groups, sgd_param_groups
 from .pseudo_labels import PseudoLabelError, loss_class_weights
-from .resume import ResumeError, read_resumable
+from .run_state import RunState, TrainingDiverged, TrainingError
 from .runlog import RunLog
 from .streams import build_streams
 
 INIT_HELP = ("The paper presets start from ImageNet/COCO weights: the AdaptSegNet repository links "
              "DeepLab_resnet_pretrained_init-f81d91e8.pth (ResNet-101) and torchvision publishes "
              "vgg16-397923af.pth (VGG16). Pass it with --set model.init=PATH.")
-
-
-class TrainingError(RuntimeError):
-    """A run that cannot start or continue, with a message a user can act on."""
-
-
-class TrainingDiverged(TrainingError):
-    pass
 
 
 def poly_lr(base: float, iteration: int, max_iter: int, power: float) -> float:
@@ -53,7 +46,7 @@ def _set_requires_grad(modules, flag: bool) -> None:
             p.requires_grad_(flag)
 
 
-class Trainer:
+class Trainer(RunState):
     def __init__(self, cfg: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
                  resume_from: str | Path | None = None):
         self.cfg, self.out, self.progress = cfg, Path(out), progress
@@ -183,8 +176,8 @@ class Trainer:
         where the model has a WTM: the decoder that is deployed on target images)."""
         mth = self.cfg.method
         w = self.pseudo_weights
-        terms = {"seg1_tgt": seg_loss(out.get("low_t", out["low"]).float(), labels, w),
-                 "seg2_tgt": seg_loss(out.get("high_t", out["high"]).float(), labels, w)}
+        low, high = target_decoders(out)
+        terms = {"seg1_tgt": seg_loss(low.float(), labels, w), "seg2_tgt": seg_loss(high.float(), labels, w)}
         lam = mth.lambda_seg_target
         return terms, {"seg1_tgt": lam * mth.lambda_seg1, "seg2_tgt": lam * mth.lambda_seg2}
 
@@ -274,23 +267,7 @@ class Trainer:
         row.update({k: v.item() for k, v in terms.items()})
         return row
 
-    # ----- checkpoints --------------------------------------------------------------------------------
-    def _state(self) -> dict:
-        return {"config": self.cfg.to_dict(), "iteration": self.iteration, "best": self.best, "seconds": self.seconds,
-                "discriminators": {n: d.state_dict() for n, d in self.discs.items()},
-                "optimizers": {"g": self.opt_g.state_dict(),
-                               "wtm": self.opt_wtm.state_dict() if self.opt_wtm else None,
-                               **{n: o.state_dict() for n, o in self.opt_d.items()}},
-                "scaler": self.scaler.state_dict(),
-                **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {})}
-
-    def _assert_finite_weights(self) -> None:
-        """A step can blow the weights up before any loss shows it: never save such a state."""
-        for module in (self.model, *self.discs.values()):
-            for name, t in module.state_dict().items():  # parameters and BN statistics
-                if t.is_floating_point() and not torch.isfinite(t).all():
-                    raise TrainingDiverged(f"weight {name} is not finite after iteration {self.iteration}")
-
+    # ----- target statistics ---------------------------------------------------------------------------
     def _target_statistics(self) -> None:
         """model.target_bn_frames (AdaBN): with bn_mode=train each batch is normalised in its own domain, but the
         running averages that evaluation and export use mix both; re-estimating them on unlabelled target frames
@@ -298,41 +275,6 @@ class Trainer:
         if self.bn_loader is not None and self._bn_at != self.iteration:
             estimate_statistics(self.model, (self._to_device(b["image"]) for b in self.bn_loader))
             self._bn_at = self.iteration
-
-    def save(self, name: str) -> Path:
-        self._target_statistics()
-        self._assert_finite_weights()
-        path = self.out / "checkpoints" / name
-        ckpt.save_checkpoint(path, self.model, **self._state())
-        return path
-
-    def _snapshot(self) -> None:
-        if not self.env.is_main:
-            return
-        self.save(f"iter_{self.iteration:07d}.pth")
-        self.save("last.pth")
-        snaps = sorted((self.out / "checkpoints").glob("iter_*.pth"))
-        for old in snaps[: max(0, len(snaps) - self.cfg.run.keep)]:
-            old.unlink()
-
-    def _resume(self, source: str | Path | None = None) -> dict | None:
-        """Loads the run's state; returns the EMA teacher's (method.mix), which is built after the model."""
-        try:
-            state = read_resumable(self.out, source, self.cfg)
-        except ResumeError as e:
-            raise TrainingError(str(e)) from None
-        self.model.load_state_dict(state["model"])
-        for n, d in self.discs.items():
-            d.load_state_dict(state["discriminators"][n])
-        self.opt_g.load_state_dict(state["optimizers"]["g"])
-        if self.opt_wtm is not None:
-            self.opt_wtm.load_state_dict(state["optimizers"]["wtm"])
-        for n, o in self.opt_d.items():
-            o.load_state_dict(state["optimizers"][n])
-        self.scaler.load_state_dict(state["scaler"])
-        self.iteration, self.best = state["iteration"], state["best"]
-        self._seconds_before = state.get("seconds", 0.0)  # checkpoints written before it was kept: 0
-        return state.get("teacher")
 
     @property
     def seconds(self) -> float:

@@ -18,8 +18,13 @@ from jal_deploy.metrics import ConfusionMatrix
 from .losses import upsample
 
 
+def target_decoders(outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(low, high) logits of the decoders that see target images: Dec^T at a level with a WTM, else Dec."""
+    return outputs.get("low_t", outputs["low"]), outputs.get("high_t", outputs["high"])
+
+
 def deployed_output(outputs: dict[str, torch.Tensor]) -> torch.Tensor:
-    return outputs["high_t"] if "high_t" in outputs else outputs["high"]
+    return target_decoders(outputs)[1]
 
 
 @torch.no_grad()

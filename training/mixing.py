@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from jal_deploy.labels import IGNORE
 
+from .evaluate import deployed_output, target_decoders
 from .losses import upsample
 
 
@@ -88,7 +89,7 @@ class MeanTeacher:
         """(confidence, class) per pixel of the deployed target decoder's softmax (Dec2^T where the model has a
         WTM), normalised with the batch's own statistics as the student's target batches are."""
         out = self.model(images)
-        logits = out.get("high_t", out["high"]).float()
+        logits = deployed_output(out).float()
         prob = F.softmax(upsample(logits, images.shape[-2:]), dim=1)
         return prob.max(1)
 
@@ -110,6 +111,6 @@ def mix_terms(teacher: MeanTeacher, student, xs: torch.Tensor, ys: torch.Tensor,
     masks = class_masks(ys.cpu(), generator).to(ys.device)
     images, labels, weights = mix_batch(xs, ys, xt, pseudo, confidence, masks, threshold)
     with autocast():
-        out = student(to_device(images))
-        return {"mix1": weighted_seg_loss(out.get("low_t", out["low"]).float(), labels, weights),
-                "mix2": weighted_seg_loss(out.get("high_t", out["high"]).float(), labels, weights)}
+        low, high = target_decoders(student(to_device(images)))
+        return {"mix1": weighted_seg_loss(low.float(), labels, weights),
+                "mix2": weighted_seg_loss(high.float(), labels, weights)}
