@@ -21,7 +21,8 @@ class Protocol:
     """Everything that defines the benchmark besides the row and the seed (recorded in summary.json)."""
 
     preset: str = "synthetic-bench"
-    frames: int = 600               # source frames = target train frames
+    frames: int = 600               # target train frames (and source frames, unless source_frames says otherwise)
+    source_frames: int = 0          # > 0: this many source frames instead (GTA5 has 8.4x Cityscapes' train frames)
     frame_size: tuple[int, int] = (512, 256)
     data_seed: int = 0              # the training frames (and the val used while choosing the protocol)
     eval_seed: int = 1127           # the held-out target val the table reports
@@ -50,7 +51,10 @@ SECOND_STAGE = {"eval_seed", "eval_frames", "adapt_iters", "adapt_lr", "adapt_lr
                 "target_bn_frames", "baseline_bn", "fda_beta", "pretrained"}
 
 
-FIELD_HELP = {"pretrained": "a second-stage study: start every row from the finished pretrainings of this bench "
+FIELD_HELP = {"source_frames": "source (GTA5-format) training frames, when they should differ from --frames, the "
+                               "target train frames: the real benchmark's source is the larger set (GTA5 24966 "
+                               "frames, Cityscapes train 2975); default 0, as many as --frames",
+              "pretrained": "a second-stage study: start every row from the finished pretrainings of this bench "
                             "folder (read only; its protocol must match but for the second stage and the val)",
               "coarse_iters": "coarse-to-fine pretraining: every pretraining (source-only, oracle, cr) first trains "
                               "this many iterations at half the width and height, then --pretrain-iters at full size "
@@ -129,7 +133,7 @@ def ensure_data(root: Path, p: Protocol) -> dict[str, Path]:
     """Training frames, the held-out target val and the held-out source frames, each generated once (with
     `pretrained`, the training and source frames of that folder)."""
     trees = {
-        "train": (p.data_seed, {"gta5": p.frames, "synthia": 0, "cs_train": p.frames, "cs_val": 0}),
+        "train": (p.data_seed, {"gta5": p.source_frames or p.frames, "synthia": 0, "cs_train": p.frames, "cs_val": 0}),
         "eval": (p.eval_seed, {"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": p.eval_frames}),
         "source-val": (p.source_val_seed, {"gta5": p.source_val_frames, "synthia": 0, "cs_train": 0, "cs_val": 0}),
     }

@@ -293,8 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     variant = "" if p.label_shift else ", target without label shift"
     coarse = f"{p.coarse_iters} at half size + " if p.coarse_iters else ""
     warm = f" (cr: {p.cr_warm_iters} colour-randomised iterations from source-only's)" if p.cr_warm_iters else ""
+    frames = f"{p.source_frames or p.frames} source / {p.frames} target train frames; "
     header = (f"Synthetic benchmark ({p.preset}{variant}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
-              f"mIoU % over seeds {args.seeds}; {coarse}{p.pretrain_iters} pretraining{warm} + {p.adapt_iters} iterations per row; "
+              f"mIoU % over seeds {args.seeds}; {frames}{coarse}{p.pretrain_iters} pretraining{warm} + {p.adapt_iters} iterations per row; "
               f"{(time.perf_counter() - start) / 60:.1f} min this call on {machine()}")
     print(f"\n{header}\n{text}")
     curve_text = curve_table(per_seed)

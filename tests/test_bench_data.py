@@ -39,3 +39,17 @@ def test_a_row_group_waits_for_the_pretraining_another_process_is_training_then_
     assert cr.returncode == 0, err[-2000:]
     assert (seed / "pretrain" / "result.json").is_file() and (seed / "pretrain-cr" / "result.json").is_file()
     assert any(line.split()[:1] == ["cr"] for line in out.splitlines())  # the row is in the table
+
+
+def test_source_frames_give_the_source_more_frames_than_the_target_and_the_same_first_ones(tmp_path, bench_module):
+    proto = bench_module("ablation_protocol")
+    quick = {**proto.QUICK, "frames": 3}
+    equal = proto.ensure_data(tmp_path / "equal", proto.Protocol(**quick))["train"]
+    more = proto.ensure_data(tmp_path / "more", proto.Protocol(**quick, source_frames=5))["train"]
+
+    def frames(tree, folder):
+        return sorted(p.relative_to(tree / folder) for p in (tree / folder).rglob("*.png"))
+    assert len(frames(equal, "gta5/images")) == 3 and len(frames(more, "gta5/images")) == 5
+    assert frames(more, "cityscapes/leftImg8bit") == frames(equal, "cityscapes/leftImg8bit")  # the target is the same
+    for name in frames(equal, "gta5/images"):  # the first source frames too, byte for byte
+        assert (more / "gta5/images" / name).read_bytes() == (equal / "gta5/images" / name).read_bytes()
