@@ -41,8 +41,7 @@ def probe(run: Path, val: Path, sizes: list[list[int]], threads: int = 0) -> lis
     rows = []
     for wh in sizes:
         cfg = from_dict(merge_overrides(config, {
-            "model": {"init": str(checkpoint), "init_fmt": "auto",
-                      **({"bn_mode": "train"} if config["model"]["target_bn_frames"] else {})},
+            "model": {"init": str(checkpoint), "init_fmt": "auto"},  # BatchNorm as the run was evaluated
             "data": {"target_size": wh, "val_root": str(val)},
             "run": {"threads": threads or config["run"]["threads"]}}))
         with tempfile.TemporaryDirectory() as scratch:  # nothing is trained or saved
