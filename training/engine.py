@@ -256,7 +256,7 @@ class Trainer(RunState):
                 average_gradients(self.discs[name], self.env)
 
         self.scaler.step(self.opt_g)
-        if self.opt_wtm is not None and (self.adversarial or self.self_training or self.teacher is not None):
+        if self.opt_wtm is not None and self.target_iter is not None:  # only target images reach the WTMs
             self.scaler.step(self.opt_wtm)
         for opt in self.opt_d.values():
             self.scaler.step(opt)
