@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: the preset's)")
     ap.add_argument("--report", action="store_true",
                     help="train nothing: print the table of the runs that have finished (e.g. after seeds ran as "
-                         "separate processes side by side on one GPU)")
+                         "separate processes side by side on one GPU); the protocol is the folder's own")
     for name, default in asdict(Protocol()).items():
         if isinstance(default, bool):
             ap.add_argument(f"--{name.replace('_', '-')}", choices=("on", "off"), default=None,
@@ -260,18 +260,20 @@ def main(argv: list[str] | None = None) -> int:
                             help=FIELD_HELP.get(name, f"protocol value (default {default if not isinstance(default, tuple) else 'x'.join(map(str, default))})"))
     ap.add_argument("--set", dest="sets", nargs="*", default=[], help="extra key=value overrides for every run")
     args = ap.parse_args(argv)
-    p = Protocol(**(QUICK if args.quick else {}))
+    saved = args.out / "protocol.json"
+    from_saved = args.report and saved.is_file()  # a report reads the folder's protocol: no flag to repeat
+    p = (Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved_protocol(saved).items()})
+         if from_saved else Protocol(**(QUICK if args.quick else {})))
     for name in asdict(p):
         value = getattr(args, name, None)
         if value is not None and name != "overrides":
             setattr(p, name, _protocol_value(getattr(p, name), value))
-    p.overrides = tuple(p.overrides) + tuple(args.sets)
+    p.overrides = tuple(args.sets or p.overrides) if from_saved else tuple(p.overrides) + tuple(args.sets)
     if p.pretrained:
         check_pretrained(p)
     if {"source-only", "oracle"} - set(args.rows) and set(args.rows) & set(ADAPT_ROWS):
         print("note: gap closed needs the source-only and oracle rows", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
-    saved = args.out / "protocol.json"
     if saved.is_file() and saved_protocol(saved) != json.loads(json.dumps(asdict(p))):
         raise SystemExit(f"{args.out} holds runs of another protocol ({saved}): use another --out")
     if not saved.is_file():  # atomic: processes running other seeds side by side read it

@@ -100,6 +100,11 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert subset.returncode == 0 and "\njal-wtm " not in subset.stdout and "\noracle " in subset.stdout
     kept = json.loads((tmp_path / "summary.json").read_text())  # ... keeps every finished row in the file
     assert kept["rows"] == summary["rows"] and kept["per_seed"] == summary["per_seed"]
+    bare = subprocess.run([sys.executable, str(ROOT / "bench/synthetic_ablation.py"), "--out", str(tmp_path),
+                           "--seeds", "0", "--rows", *rows, "--report"],  # no protocol flag repeated, not --quick
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert bare.returncode == 0 and "iter " not in bare.stdout, bare.stderr[-2000:]
+    assert all(f"\n{row} " in bare.stdout for row in rows)
     other = _bench(tmp_path, "--seeds", "0", "--rows", *rows, "--adapt-iters", "5")
     assert other.returncode != 0 and "another protocol" in other.stderr
 
