@@ -69,6 +69,14 @@ def saved_protocol(path: Path) -> dict:
     return {**asdict(Protocol()), **json.loads(path.read_text())}
 
 
+def load_protocol(path: Path) -> Protocol:
+    """A folder's protocol.json as a Protocol (JSON lists back to tuples). A field the Protocol no longer has is
+    left out here, so the caller's comparison with `saved_protocol` refuses the folder instead of crashing."""
+    known = asdict(Protocol())
+    saved = saved_protocol(path)
+    return Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved.items() if k in known})
+
+
 def check_pretrained(p: Protocol) -> None:
     """Refuse pretrainings of another protocol: everything but the second stage must match the folder's."""
     saved = Path(p.pretrained) / "protocol.json"

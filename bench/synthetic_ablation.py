@@ -67,7 +67,7 @@ from training.pseudo_labels import PseudoLabelOptions
 
 # bench/, next to this script
 from ablation_protocol import (FIELD_HELP, QUICK, Protocol, bn_policy, check_pretrained, coarse_stage, ensure_data,
-                               locked, saved_protocol)
+                               load_protocol, locked, saved_protocol)
 from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
                            first_round_stem, mix_start, round_options, row_method, self_training_stages, target_only)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
@@ -262,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     saved = args.out / "protocol.json"
     from_saved = args.report and saved.is_file()  # a report reads the folder's protocol: no flag to repeat
-    p = (Protocol(**{k: tuple(v) if isinstance(v, list) else v for k, v in saved_protocol(saved).items()})
-         if from_saved else Protocol(**(QUICK if args.quick else {})))
+    p = load_protocol(saved) if from_saved else Protocol(**(QUICK if args.quick else {}))
     for name in asdict(p):
         value = getattr(args, name, None)
         if value is not None and name != "overrides":

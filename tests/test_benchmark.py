@@ -107,6 +107,10 @@ def test_quick_ablation_prints_every_baseline_resumes_and_refuses_another_protoc
     assert all(f"\n{row} " in bare.stdout for row in rows)
     other = _bench(tmp_path, "--seeds", "0", "--rows", *rows, "--adapt-iters", "5")
     assert other.returncode != 0 and "another protocol" in other.stderr
+    saved = tmp_path / "protocol.json"  # a field this Protocol no longer has: refused with a message, no traceback
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "retired_field": 1}))
+    stale = _bench(tmp_path, "--seeds", "0", "--rows", *rows, "--report")
+    assert stale.returncode != 0 and "another protocol" in stale.stderr and "Traceback" not in stale.stderr
 
 
 def test_coarse_to_fine_protocol_pretrains_every_baseline_at_half_size_first(tmp_path):
