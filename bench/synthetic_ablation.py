@@ -186,7 +186,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             share_first_round(rounds_dir, out / f"seed{seed}" / f"{first_round_stem(row)}+ssl")
             res = self_training(run_dir, rounds_dir, rounds, out / f"seed{seed}" / adapted / "checkpoints" / "last.pth",
                                 ov, p.preset, report_only,
-                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers),
+                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers,
+                                                   **({"percentile": 0.0} if "+all" in options else {})),
                                 teachers_every_round=bool(teachers), fresh_students="+fresh" in options,
                                 anchor_shares="+anchor" in options)
             snapshots = rounds_dir / f"round{rounds}" / "train"

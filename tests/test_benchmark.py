@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -213,8 +214,8 @@ def test_gpu_ablation_runs_seeds_side_by_side_and_reports_one_table(tmp_path):
 
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
-            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+sp+flip+ssl1", "cr+jal-wtm+ens+sp+tgt+ssl1",
-            "oracle"]
+            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+jal-wtm+sp+all+ssl1", "cr+sp+flip+ssl1",
+            "cr+jal-wtm+ens+sp+tgt+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -259,6 +260,12 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert flipped["settings"]["spatial_prior"] is True
     assert flipped["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
     assert "seed 0 cr+jal-wtm+sp+flip+ssl1 target mIoU" in result.stdout
+    # +all: the same teacher's labels on every pixel (no class threshold), where the median keeps about half
+    full = json.loads((seed / "cr+jal-wtm+sp+all+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    assert (full["settings"]["percentile"], unflipped["settings"]["percentile"]) == (0.0, 50.0)
+    assert full["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
+    assert full["kept_total"] == 1.0 and unflipped["kept_total"] < 0.9
+    assert "seed 0 cr+jal-wtm+sp+all+ssl1 target mIoU" in result.stdout
     # the control without an adversarial stage: the same flipped round straight from `cr`, source-only + pseudo labels
     control = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "round.json").read_text())
     assert control["pseudo_from"].endswith("seed0/cr/checkpoints/last.pth")
@@ -335,6 +342,10 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert [rows.first_round_stem(r) for r in ("jal-wtm+sp+tgt+anchor+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2",
                                                "cr+jal-wtm+sp+flip+ssl1")] == [
         "jal-wtm+sp+tgt", "jal-wtm+ens+sp+tgt", "cr+jal-wtm+sp+flip"]
+    # +all: labels on every pixel change round 1 too
+    assert rows.round_options("cr+jal-wtm+sp+all+ssl2") == ("+all",) and "cr+jal-wtm+sp+all+ssl1" in ROWS
+    assert rows.first_round_stem("cr+jal-wtm+sp+all+ssl2") == "cr+jal-wtm+sp+all"
+    assert self_training_stages("cr+jal-wtm+sp+all+ssl1") == ("cr+jal-wtm+sp+all", "cr+jal-wtm", 1, True, False)
     # +cb: a weighted loss changes round 1 too, so it has rounds of its own
     assert rows.round_options("jal-wtm+sp+tgt+cb+ssl2") == ("+tgt", "+cb") and "jal-wtm+sp+tgt+cb+ssl1" in ROWS
     assert rows.first_round_stem("jal-wtm+sp+tgt+cb+ssl2") == "jal-wtm+sp+tgt+cb"
@@ -380,3 +391,20 @@ def test_coarse_to_fine_pretraining_trains_at_half_size_then_full_size_and_score
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)  # all finished: no training
     assert again.returncode == 0 and "iter " in result.stdout and "iter " not in again.stdout
     assert again.stdout.split("Colour-randomised")[1] == result.stdout.split("Colour-randomised")[1]
+
+
+def test_the_precise_upper_bound_keeps_only_pseudo_labels_that_agree_with_the_truth(bench_module, tmp_path):
+    bounds = bench_module("round_upper_bounds")
+    name = Path("gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png")
+    ids = {"pseudo": [[7, 7, 8], [11, 0, 7]], "truth": [[7, 8, 8], [11, 11, 0]]}  # road 7, sidewalk 8, building 11
+    for tree, labels in ids.items():
+        (tmp_path / tree / name).parent.mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / tree / name), np.array(labels, dtype=np.uint8))
+    (tmp_path / "truth" / "leftImg8bit" / "train").mkdir(parents=True)
+    out = bounds.precise_tree(tmp_path / "pseudo", tmp_path / "truth", tmp_path / "precise")
+    # wrong (sidewalk called road), ignored, or on a pixel the truth leaves void: id 0, which every reader ignores
+    assert cv2.imread(str(out / name), cv2.IMREAD_UNCHANGED).tolist() == [[7, 0, 8], [11, 0, 0]]
+    assert (out / "leftImg8bit" / "train").is_dir() and (out / "done").is_file()
+    (out / name).unlink()  # a finished tree is kept as it is, not written again
+    assert bounds.precise_tree(tmp_path / "pseudo", tmp_path / "truth", tmp_path / "precise") == out
+    assert not (out / name).exists()

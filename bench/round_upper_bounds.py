@@ -1,0 +1,82 @@
+"""Upper bounds of a finished self-training round of `synthetic_ablation.py`: the same round (same start, config,
+length and rate) trained on better labels than its teacher's, to tell what limits it.
+
+- `precise`: the round's own pseudo labels with every wrong pixel turned to ignore (the same kept pixels, all right);
+- `true`: the target train frames' real labels on every pixel.
+
+Both read target train labels, so they are diagnostics, never rows of the benchmark table. Prints each bound's
+mean of the last `last_k` evaluations beside the round's own, and writes nothing outside `SEEDDIR/bound-*`.
+
+    python bench/round_upper_bounds.py runs/c2f-warm-cpu --seed 0 --round-stem cr+jal-wtm+sp --bounds precise true
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from jal_deploy.datasets import read_label  # noqa: E402
+from training.config import from_dict  # noqa: E402
+from training.engine import Trainer  # noqa: E402
+
+BOUNDS = ("precise", "true")
+
+
+def precise_tree(pseudo: Path, truth: Path, out: Path) -> Path:
+    """A copy of the pseudo-label tree in which every pixel whose label disagrees with the truth is ignore (id 0)."""
+    if (out / "done").is_file():
+        return out
+    for path in sorted((pseudo / "gtFine").glob("*/*/*_gtFine_labelIds.png")):
+        rel = path.relative_to(pseudo)
+        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        ours, real = read_label(str(path), "cityscapes"), read_label(str(truth / rel), "cityscapes")
+        raw[(ours != real) & (ours != 255)] = 0
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out / rel), raw)
+    if not (out / "leftImg8bit").exists():
+        os.symlink(os.path.abspath(truth / "leftImg8bit"), out / "leftImg8bit")
+    (out / "done").write_text("")
+    return out
+
+
+def mean_last(run: Path, k: int) -> float:
+    rows = list(csv.DictReader(open(run / "eval.csv")))[-k:]
+    return 100 * sum(float(r["miou"]) for r in rows) / len(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("folder", type=Path, help="a synthetic_ablation.py folder")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--round-stem", default="cr+jal-wtm+sp", help="the rounds folder SEED/<stem>+ssl (round 1 is used)")
+    ap.add_argument("--bounds", nargs="+", choices=BOUNDS, default=list(BOUNDS))
+    args = ap.parse_args(argv)
+    seed_dir = args.folder / f"seed{args.seed}"
+    round_dir = seed_dir / f"{args.round_stem}+ssl" / "round1"
+    truth = args.folder / "data" / f"train-seed{json.loads((args.folder / 'protocol.json').read_text())['data_seed']}" / "cityscapes"
+    if not (round_dir / "train" / "eval.csv").is_file():
+        raise SystemExit(f"{round_dir}: no finished round 1 (run its row with synthetic_ablation.py first)")
+    last_k = json.loads((args.folder / "protocol.json").read_text())["last_k"]
+    print(f"round 1 ({args.round_stem}): {mean_last(round_dir / 'train', last_k):.2f} mIoU (mean of the last {last_k})")
+    for bound in args.bounds:
+        cfg = json.loads((round_dir / "train" / "config.json").read_text())
+        labels = truth if bound == "true" else precise_tree(round_dir / "pseudo", truth, seed_dir / "bound-precise-labels")
+        cfg["data"]["target_labels"] = str(labels)
+        cfg, out = from_dict(cfg), seed_dir / f"bound-{bound}"
+        last = out / "checkpoints" / "last.pth"
+        trainer = Trainer(cfg, out, resume=last.is_file(), progress=sys.stderr.isatty())
+        if trainer.iteration < cfg.last_iteration and trainer.run()["status"] != "finished":
+            print(f"{bound}: interrupted, run the same command again to resume", file=sys.stderr)
+            return 130
+        print(f"bound {bound}: {mean_last(out, last_k):.2f} mIoU (mean of the last {last_k})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
