@@ -12,7 +12,6 @@ mean of the last `last_k` evaluations beside the round's own, and writes nothing
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -21,9 +20,8 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ablation_runs import Interrupted, _evals, last_k_score, train  # noqa: E402  (bench/, next to this script)
 from jal_deploy.datasets import read_label  # noqa: E402
-from training.config import from_dict  # noqa: E402
-from training.engine import Trainer  # noqa: E402
 
 BOUNDS = ("precise", "true")
 
@@ -45,11 +43,6 @@ def precise_tree(pseudo: Path, truth: Path, out: Path) -> Path:
     return out
 
 
-def mean_last(run: Path, k: int) -> float:
-    rows = list(csv.DictReader(open(run / "eval.csv")))[-k:]
-    return 100 * sum(float(r["miou"]) for r in rows) / len(rows)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="a synthetic_ablation.py folder")
@@ -57,24 +50,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-stem", default="cr+jal-wtm+sp", help="the rounds folder SEED/<stem>+ssl (round 1 is used)")
     ap.add_argument("--bounds", nargs="+", choices=BOUNDS, default=list(BOUNDS))
     args = ap.parse_args(argv)
-    seed_dir = args.folder / f"seed{args.seed}"
+    if not (args.folder / "protocol.json").is_file():
+        raise SystemExit(f"{args.folder}: no protocol.json there (not a synthetic_ablation.py folder)")
+    protocol = json.loads((args.folder / "protocol.json").read_text())
+    seed_dir, last_k = args.folder / f"seed{args.seed}", protocol["last_k"]
     round_dir = seed_dir / f"{args.round_stem}+ssl" / "round1"
-    truth = args.folder / "data" / f"train-seed{json.loads((args.folder / 'protocol.json').read_text())['data_seed']}" / "cityscapes"
+    truth = args.folder / "data" / f"train-seed{protocol['data_seed']}" / "cityscapes"
     if not (round_dir / "train" / "eval.csv").is_file():
         raise SystemExit(f"{round_dir}: no finished round 1 (run its row with synthetic_ablation.py first)")
-    last_k = json.loads((args.folder / "protocol.json").read_text())["last_k"]
-    print(f"round 1 ({args.round_stem}): {mean_last(round_dir / 'train', last_k):.2f} mIoU (mean of the last {last_k})")
+    score = last_k_score({"evals": _evals(round_dir / "train")}, last_k)[0]
+    print(f"round 1 ({args.round_stem}): {score:.2f} mIoU (mean of the last {last_k})")
     for bound in args.bounds:
-        cfg = json.loads((round_dir / "train" / "config.json").read_text())
+        config = json.loads((round_dir / "train" / "config.json").read_text())
         labels = truth if bound == "true" else precise_tree(round_dir / "pseudo", truth, seed_dir / "bound-precise-labels")
-        cfg["data"]["target_labels"] = str(labels)
-        cfg, out = from_dict(cfg), seed_dir / f"bound-{bound}"
-        last = out / "checkpoints" / "last.pth"
-        trainer = Trainer(cfg, out, resume=last.is_file(), progress=sys.stderr.isatty())
-        if trainer.iteration < cfg.last_iteration and trainer.run()["status"] != "finished":
+        config["data"]["target_labels"] = str(labels)
+        try:  # the round's whole config as the overrides of no preset: the same run but for its labels
+            result = train(seed_dir / f"bound-{bound}", config, "")
+        except Interrupted:
             print(f"{bound}: interrupted, run the same command again to resume", file=sys.stderr)
             return 130
-        print(f"bound {bound}: {mean_last(out, last_k):.2f} mIoU (mean of the last {last_k})")
+        print(f"bound {bound}: {last_k_score(result, last_k)[0]:.2f} mIoU (mean of the last {last_k})")
     return 0
 
 
