@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--round-stem", default="cr+jal-wtm+sp", help="the rounds folder SEED/<stem>+ssl (round 1 is used)")
     ap.add_argument("--bounds", nargs="+", choices=BOUNDS, default=list(BOUNDS))
+    ap.add_argument("--iters", type=int, default=0,
+                    help="train the bounds this many iterations instead of the round's (poly over them; folder "
+                         "bound-NAME-ITERSit): how far the round's length caps it")
     args = ap.parse_args(argv)
     if not (args.folder / "protocol.json").is_file():
         raise SystemExit(f"{args.folder}: no protocol.json there (not a synthetic_ablation.py folder)")
@@ -64,12 +67,16 @@ def main(argv: list[str] | None = None) -> int:
         config = json.loads((round_dir / "train" / "config.json").read_text())
         labels = truth if bound == "true" else precise_tree(round_dir / "pseudo", truth, seed_dir / "bound-precise-labels")
         config["data"]["target_labels"] = str(labels)
+        name = f"bound-{bound}"
+        if args.iters and args.iters != config["optim"]["iters"]:
+            config["optim"]["iters"], name = args.iters, f"{name}-{args.iters}it"
+            config["run"]["keep"] = args.iters // config["run"]["eval_every"] + 1
         try:  # the round's whole config as the overrides of no preset: the same run but for its labels
-            result = train(seed_dir / f"bound-{bound}", config, "")
+            result = train(seed_dir / name, config, "")
         except Interrupted:
             print(f"{bound}: interrupted, run the same command again to resume", file=sys.stderr)
             return 130
-        print(f"bound {bound}: {last_k_score(result, last_k)[0]:.2f} mIoU (mean of the last {last_k})")
+        print(f"{name}: {last_k_score(result, last_k)[0]:.2f} mIoU (mean of the last {last_k})")
     return 0
 
 

@@ -1,8 +1,13 @@
-"""`bench/round_upper_bounds.py`: the labels its `precise` bound trains on."""
+"""`bench/round_upper_bounds.py`: the labels its `precise` bound trains on, and both bounds on a quick bench folder."""
+import csv
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 
 def test_the_precise_upper_bound_keeps_only_pseudo_labels_that_agree_with_the_truth(bench_module, tmp_path):
@@ -20,3 +25,29 @@ def test_the_precise_upper_bound_keeps_only_pseudo_labels_that_agree_with_the_tr
     (out / name).unlink()  # a finished tree is kept as it is, not written again
     assert bounds.precise_tree(tmp_path / "pseudo", tmp_path / "truth", tmp_path / "precise") == out
     assert not (out / name).exists()
+
+
+def test_both_bounds_retrain_a_finished_quick_round_on_better_labels(bench_module, tmp_path, capsys):
+    root = Path(__file__).resolve().parents[1]
+    bench = [sys.executable, str(root / "bench/synthetic_ablation.py"), "--out", str(tmp_path), "--quick", "--threads",
+             "1", "--seeds", "0", "--rows", "source-only", "cr+jal-wtm+sp+ssl1", "oracle"]
+    made = subprocess.run(bench, capture_output=True, text=True, cwd=root, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    bounds = bench_module("round_upper_bounds")
+    assert bounds.main([str(tmp_path), "--seed", "0", "--round-stem", "cr+jal-wtm+sp", "--iters", "3"]) == 0
+    round_cfg = json.loads((tmp_path / "seed0/cr+jal-wtm+sp+ssl/round1/train/config.json").read_text())
+    for bound, labels in (("precise", tmp_path / "seed0/bound-precise-labels"),
+                          ("true", tmp_path / "data/train-seed0/cityscapes")):
+        run = tmp_path / "seed0" / f"bound-{bound}-3it"
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["data"]["target_labels"] == str(labels) and cfg["optim"]["iters"] == 3
+        assert cfg["model"]["init"] == round_cfg["model"]["init"]  # the round's own start, only the labels differ
+        assert [int(r["iteration"]) for r in csv.DictReader(open(run / "eval.csv"))][-1] == 3
+        assert (run / "result.json").is_file()
+    printed = capsys.readouterr().out
+    assert "round 1 (cr+jal-wtm+sp):" in printed and "bound-precise-3it:" in printed and "bound-true-3it:" in printed
+
+
+def test_a_folder_that_is_not_a_bench_folder_is_refused_with_a_message(bench_module, tmp_path):
+    with pytest.raises(SystemExit, match="no protocol.json"):
+        bench_module("round_upper_bounds").main([str(tmp_path)])
