@@ -17,11 +17,9 @@ import os
 import sys
 from pathlib import Path
 
-import cv2
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablation_runs import Interrupted, _evals, last_k_score, train  # noqa: E402  (bench/, next to this script)
-from jal_deploy.datasets import read_label  # noqa: E402
+from jal_deploy.datasets import read_label, read_raw_label, write_raw_label  # noqa: E402
 
 BOUNDS = ("precise", "true")
 
@@ -32,11 +30,11 @@ def precise_tree(pseudo: Path, truth: Path, out: Path) -> Path:
         return out
     for path in sorted((pseudo / "gtFine").glob("*/*/*_gtFine_labelIds.png")):
         rel = path.relative_to(pseudo)
-        raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        ours, real = read_label(str(path), "cityscapes"), read_label(str(truth / rel), "cityscapes")
+        raw = read_raw_label(path, "cityscapes").copy()
+        ours, real = read_label(path, "cityscapes"), read_label(truth / rel, "cityscapes")
         raw[(ours != real) & (ours != 255)] = 0
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(out / rel), raw)
+        write_raw_label(out / rel, raw, "cityscapes")  # atomic: an interrupted tree has no half-written file
     if not (out / "leftImg8bit").exists():
         os.symlink(os.path.abspath(truth / "leftImg8bit"), out / "leftImg8bit")
     (out / "done").write_text("")
