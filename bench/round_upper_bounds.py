@@ -2,10 +2,14 @@
 length and rate) trained on better labels than its teacher's, to tell what limits it.
 
 - `precise`: the round's own pseudo labels with every wrong pixel turned to ignore (the same kept pixels, all right);
-- `true`: the target train frames' real labels on every pixel.
+- `true`: the target train frames' real labels on every pixel;
+- `own`: the round's own pseudo labels unchanged, the reference for `--iters` (the round itself at another length).
 
-Both read target train labels, so they are diagnostics, never rows of the benchmark table. Prints each bound's
-mean of the last `last_k` evaluations beside the round's own, and writes nothing outside `SEEDDIR/bound-*`.
+`--start ROW` starts the student from another finished run of the seed (its `last.pth`) instead of the round's own
+start: `--bounds own --start pretrain` is the round taught by the same teacher's labels with a student that starts
+from the plain (colour-seeing) source pretraining. `precise` and `true` read target train labels, so they are
+diagnostics, never rows of the benchmark table. Prints each run's mean of the last `last_k` evaluations beside the
+round's own, and writes nothing outside `SEEDDIR/bound-*`.
 
     python bench/round_upper_bounds.py runs/c2f-warm-cpu --seed 0 --round-stem cr+jal-wtm+sp --bounds precise true
 """
@@ -21,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablation_runs import Interrupted, _evals, last_k_score, train  # noqa: E402  (bench/, next to this script)
 from jal_deploy.datasets import read_label, read_raw_label, write_raw_label  # noqa: E402
 
-BOUNDS = ("precise", "true")
+BOUNDS = ("precise", "true", "own")
 
 
 def precise_tree(pseudo: Path, truth: Path, out: Path) -> Path:
@@ -46,10 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", type=Path, help="a synthetic_ablation.py folder")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--round-stem", default="cr+jal-wtm+sp", help="the rounds folder SEED/<stem>+ssl (round 1 is used)")
-    ap.add_argument("--bounds", nargs="+", choices=BOUNDS, default=list(BOUNDS))
+    ap.add_argument("--bounds", nargs="+", choices=BOUNDS, default=["precise", "true"])
     ap.add_argument("--iters", type=int, default=0,
                     help="train the bounds this many iterations instead of the round's (poly over them; folder "
                          "bound-NAME-ITERSit): how far the round's length caps it")
+    ap.add_argument("--start", default="",
+                    help="start the student from SEED/START/checkpoints/last.pth, another finished run of the seed "
+                         "(folder bound-NAME[-ITERSit]-from-START), instead of the round's own start")
     args = ap.parse_args(argv)
     if not (args.folder / "protocol.json").is_file():
         raise SystemExit(f"{args.folder}: no protocol.json there (not a synthetic_ablation.py folder)")
@@ -59,16 +66,23 @@ def main(argv: list[str] | None = None) -> int:
     truth = args.folder / "data" / f"train-seed{protocol['data_seed']}" / "cityscapes"
     if not (round_dir / "train" / "eval.csv").is_file():
         raise SystemExit(f"{round_dir}: no finished round 1 (run its row with synthetic_ablation.py first)")
+    start = seed_dir / args.start / "checkpoints" / "last.pth"
+    if args.start and not start.is_file():
+        raise SystemExit(f"{start}: no such checkpoint (--start names a finished run of seed {args.seed})")
     score = last_k_score({"evals": _evals(round_dir / "train")}, last_k)[0]
     print(f"round 1 ({args.round_stem}): {score:.2f} mIoU (mean of the last {last_k})")
     for bound in args.bounds:
         config = json.loads((round_dir / "train" / "config.json").read_text())
-        labels = truth if bound == "true" else precise_tree(round_dir / "pseudo", truth, seed_dir / "bound-precise-labels")
-        config["data"]["target_labels"] = str(labels)
+        if bound != "own":  # `own` keeps the round's pseudo-label tree
+            labels = truth if bound == "true" else precise_tree(round_dir / "pseudo", truth,
+                                                                 seed_dir / "bound-precise-labels")
+            config["data"]["target_labels"] = str(labels)
         name = f"bound-{bound}"
         if args.iters and args.iters != config["optim"]["iters"]:
             config["optim"]["iters"], name = args.iters, f"{name}-{args.iters}it"
             config["run"]["keep"] = args.iters // config["run"]["eval_every"] + 1
+        if args.start:
+            config["model"]["init"], name = str(start), f"{name}-from-{args.start}"
         try:  # the round's whole config as the overrides of no preset: the same run but for its labels
             result = train(seed_dir / name, config, "")
         except Interrupted:

@@ -1,4 +1,4 @@
-"""`bench/round_upper_bounds.py`: the labels its `precise` bound trains on, and both bounds on a quick bench folder."""
+"""`bench/round_upper_bounds.py`: the labels its `precise` bound trains on, and the bounds on a quick bench folder."""
 import csv
 import json
 import subprocess
@@ -27,17 +27,19 @@ def test_the_precise_upper_bound_keeps_only_pseudo_labels_that_agree_with_the_tr
     assert not (out / name).exists()
 
 
-def test_both_bounds_retrain_a_finished_quick_round_on_better_labels(bench_module, tmp_path, capsys):
+def test_the_bounds_retrain_a_finished_quick_round_on_better_labels(bench_module, tmp_path, capsys):
     root = Path(__file__).resolve().parents[1]
     bench = [sys.executable, str(root / "bench/synthetic_ablation.py"), "--out", str(tmp_path), "--quick", "--threads",
              "1", "--seeds", "0", "--rows", "source-only", "cr+jal-wtm+sp+ssl1", "oracle"]
     made = subprocess.run(bench, capture_output=True, text=True, cwd=root, timeout=300)
     assert made.returncode == 0, made.stderr[-2000:]
     bounds = bench_module("round_upper_bounds")
-    assert bounds.main([str(tmp_path), "--seed", "0", "--round-stem", "cr+jal-wtm+sp", "--iters", "3"]) == 0
+    assert bounds.main([str(tmp_path), "--seed", "0", "--round-stem", "cr+jal-wtm+sp", "--iters", "3",
+                        "--bounds", "precise", "true", "own"]) == 0
     round_cfg = json.loads((tmp_path / "seed0/cr+jal-wtm+sp+ssl/round1/train/config.json").read_text())
     for bound, labels in (("precise", tmp_path / "seed0/bound-precise-labels"),
-                          ("true", tmp_path / "data/train-seed0/cityscapes")):
+                          ("true", tmp_path / "data/train-seed0/cityscapes"),
+                          ("own", Path(round_cfg["data"]["target_labels"]))):  # the round itself at another length
         run = tmp_path / "seed0" / f"bound-{bound}-3it"
         cfg = json.loads((run / "config.json").read_text())
         assert cfg["data"]["target_labels"] == str(labels) and cfg["optim"]["iters"] == 3
@@ -46,6 +48,14 @@ def test_both_bounds_retrain_a_finished_quick_round_on_better_labels(bench_modul
         assert (run / "result.json").is_file()
     printed = capsys.readouterr().out
     assert "round 1 (cr+jal-wtm+sp):" in printed and "bound-precise-3it:" in printed and "bound-true-3it:" in printed
+    assert "bound-own-3it:" in printed
+    # --start: the same round from another finished run of the seed; a run that is not there is refused
+    assert bounds.main([str(tmp_path), "--seed", "0", "--iters", "3", "--bounds", "own", "--start", "source-only"]) == 0
+    cfg = json.loads((tmp_path / "seed0/bound-own-3it-from-source-only/config.json").read_text())
+    assert cfg["model"]["init"] == str(tmp_path / "seed0/source-only/checkpoints/last.pth")
+    assert cfg["data"]["target_labels"] == round_cfg["data"]["target_labels"]
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        bounds.main([str(tmp_path), "--seed", "0", "--bounds", "own", "--start", "no-such-row"])
 
 
 def test_a_folder_that_is_not_a_bench_folder_is_refused_with_a_message(bench_module, tmp_path):
