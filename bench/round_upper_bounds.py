@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     truth = args.folder / "data" / f"train-seed{protocol['data_seed']}" / "cityscapes"
     if not (round_dir / "train" / "eval.csv").is_file():
         raise SystemExit(f"{round_dir}: no finished round 1 (run its row with synthetic_ablation.py first)")
+    if "own" in args.bounds and not (args.iters or args.start):
+        raise SystemExit("--bounds own retrains the round on its own labels: give it --iters or --start, or it is "
+                         "the round itself")
     start = seed_dir / args.start / "checkpoints" / "last.pth"
     if args.start and not start.is_file():
         raise SystemExit(f"{start}: no such checkpoint (--start names a finished run of seed {args.seed})")
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             config["run"]["keep"] = args.iters // config["run"]["eval_every"] + 1
         if args.start:
             config["model"]["init"], name = str(start), f"{name}-from-{args.start}"
-        try:  # the round's whole config as the overrides of no preset: the same run but for its labels
+        try:  # the round's whole config as the overrides of no preset: the same run but for its labels, length or start
             result = train(seed_dir / name, config, "")
         except Interrupted:
             print(f"{bound}: interrupted, run the same command again to resume", file=sys.stderr)
