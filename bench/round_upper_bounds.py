@@ -16,6 +16,7 @@ round's own, and writes nothing outside `SEEDDIR/bound-*`.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -66,22 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     truth = args.folder / "data" / f"train-seed{protocol['data_seed']}" / "cityscapes"
     if not (round_dir / "train" / "eval.csv").is_file():
         raise SystemExit(f"{round_dir}: no finished round 1 (run its row with synthetic_ablation.py first)")
-    if "own" in args.bounds and not (args.iters or args.start):
-        raise SystemExit("--bounds own retrains the round on its own labels: give it --iters or --start, or it is "
-                         "the round itself")
+    round_config = json.loads((round_dir / "train" / "config.json").read_text())
+    longer = args.iters and args.iters != round_config["optim"]["iters"]
+    if "own" in args.bounds and not (longer or args.start):
+        raise SystemExit("--bounds own retrains the round on its own labels: give it another --iters or a "
+                         "--start, or it is the round itself")
     start = seed_dir / args.start / "checkpoints" / "last.pth"
     if args.start and not start.is_file():
         raise SystemExit(f"{start}: no such checkpoint (--start names a finished run of seed {args.seed})")
     score = last_k_score({"evals": _evals(round_dir / "train")}, last_k)[0]
     print(f"round 1 ({args.round_stem}): {score:.2f} mIoU (mean of the last {last_k})")
     for bound in args.bounds:
-        config = json.loads((round_dir / "train" / "config.json").read_text())
+        config = copy.deepcopy(round_config)  # each run changes its own copy
         if bound != "own":  # `own` keeps the round's pseudo-label tree
             labels = truth if bound == "true" else precise_tree(round_dir / "pseudo", truth,
                                                                  seed_dir / "bound-precise-labels")
             config["data"]["target_labels"] = str(labels)
         name = f"bound-{bound}"
-        if args.iters and args.iters != config["optim"]["iters"]:
+        if longer:
             config["optim"]["iters"], name = args.iters, f"{name}-{args.iters}it"
             config["run"]["keep"] = args.iters // config["run"]["eval_every"] + 1
         if args.start:

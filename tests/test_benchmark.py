@@ -390,4 +390,3 @@ def test_coarse_to_fine_pretraining_trains_at_half_size_then_full_size_and_score
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)  # all finished: no training
     assert again.returncode == 0 and "iter " in result.stdout and "iter " not in again.stdout
     assert again.stdout.split("Colour-randomised")[1] == result.stdout.split("Colour-randomised")[1]
-

@@ -54,8 +54,9 @@ def test_the_bounds_retrain_a_finished_quick_round_on_better_labels(bench_module
     cfg = json.loads((tmp_path / "seed0/bound-own-3it-from-source-only/config.json").read_text())
     assert cfg["model"]["init"] == str(tmp_path / "seed0/source-only/checkpoints/last.pth")
     assert cfg["data"]["target_labels"] == round_cfg["data"]["target_labels"]
-    with pytest.raises(SystemExit, match="give it --iters or --start"):  # `own` alone would be the round again
-        bounds.main([str(tmp_path), "--seed", "0", "--bounds", "own"])
+    for same in ([], ["--iters", str(round_cfg["optim"]["iters"])]):  # `own` alone would be the round again
+        with pytest.raises(SystemExit, match="give it another --iters or a --start"):
+            bounds.main([str(tmp_path), "--seed", "0", "--bounds", "own", *same])
     with pytest.raises(SystemExit, match="no such checkpoint"):
         bounds.main([str(tmp_path), "--seed", "0", "--bounds", "own", "--start", "no-such-row"])
 
