@@ -32,6 +32,7 @@ class Protocol:
     pretrain_iters: int = 2000
     coarse_iters: int = 0           # > 0: every pretraining first runs this many iterations at half size (coarse-to-fine)
     cr_warm_iters: int = 0          # > 0: the cr pretraining continues the source-only one for this many iterations
+    cr_warm_coarse_iters: int = 0   # > 0 (with cr_warm_iters): that continuation first runs this many at half size
     adapt_iters: int = 500
     adapt_lr: float = 1e-2
     adapt_lr_wtm: float = 4e-3
@@ -61,7 +62,10 @@ FIELD_HELP = {"source_frames": "source (GTA5-format) training frames, when they 
                               "from there (default 0: full size only)",
               "cr_warm_iters": "warm-started colour-randomised pretraining: the cr rows' pretraining starts from the "
                                "finished source-only pretraining and trains this many iterations on colour-randomised "
-                               "source images (poly restarted), instead of --pretrain-iters from scratch (default 0)"}
+                               "source images (poly restarted), instead of --pretrain-iters from scratch (default 0)",
+              "cr_warm_coarse_iters": "coarse-to-fine warm start (with --cr-warm-iters): the colour-randomised "
+                                      "continuation first trains this many iterations at half the width and height, "
+                                      "then --cr-warm-iters at full size from there (default 0: full size only)"}
 
 
 def saved_protocol(path: Path) -> dict:
@@ -111,13 +115,13 @@ def bn_policy(row: str, p: Protocol) -> dict:
     return {"bn_mode": p.baseline_bn, "target_bn_frames": 0}
 
 
-def coarse_stage(pre: dict, p: Protocol) -> dict:
-    """The coarse part of a coarse-to-fine pretraining: `coarse_iters` at half the width and height of the
-    pretraining's own training size, the rest alike. An iteration there costs about a quarter, so the network
+def coarse_stage(pre: dict, p: Protocol, iters: int = 0) -> dict:
+    """The coarse part of a coarse-to-fine pretraining: `iters` (default `coarse_iters`) at half the width and
+    height of the pretraining's own training size, the rest alike. An iteration there costs about a quarter, so the network
     learns shape over more iterations for the same minutes; the full-size part that follows (initialised from it,
     poly restarted) teaches the small classes, which need the resolution."""
     data = resolve(p.preset, pre).data
-    return merge_overrides(pre, {"optim": {"iters": p.coarse_iters},
+    return merge_overrides(pre, {"optim": {"iters": iters or p.coarse_iters},
                                  "data": {"source_size": half_size(data.source_size),
                                           "target_size": half_size(data.target_size)}})
 

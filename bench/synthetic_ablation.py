@@ -134,6 +134,11 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                 return pre_dir, pre, None
             pre = merge_overrides(pre, {"model": {"init": str(plain_dir / "checkpoints" / "last.pth")},
                                         "optim": {"iters": p.cr_warm_iters}})
+            if p.cr_warm_coarse_iters:  # its first part at half size, in a folder of its own
+                coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
+                if train(coarse_dir, coarse_stage(pre, p, p.cr_warm_coarse_iters), p.preset, read_only) is None:
+                    return pre_dir, pre, None
+                pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
             return pre_dir, pre, train(pre_dir, pre, p.preset, read_only)
         if p.coarse_iters:  # the first part of the pretraining, at half size, in a folder of its own
             coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
@@ -216,13 +221,14 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
               f"{res['seconds'] / 60:.1f} min)", flush=True)
         if "pseudo" in res:
             print(f"seed {seed} {row:12s} {pseudo_line(res['pseudo'])}", flush=True)
-        if row in SOURCE_VAL:  # how well the network segments its own domain: the size of the gap
-            # cr's own run is evaluated with target statistics, so its pretraining is scored (on plain source frames)
+        if row in SOURCE_VAL or colour_randomised(row):  # how well the network segments its own domain
+            # the cr rows are evaluated with target statistics, so their pretraining is scored (on plain source
+            # frames), once, whichever cr row comes first: the label-free measure of the colour-blind network
             where, where_ov = (run_dir, ov) if row == "source-only" else (pre_dir, pre)
             score = kept((run_dir if row == "source-only" else scores_dir) / "source_val.json",
                          lambda: 100 * source_val_miou(where, where_ov, p.preset, data["source-val"]))
             if score is not None:
-                scores[f"{row}@source-val"] = score
+                scores["source-only@source-val" if row == "source-only" else "cr@source-val"] = score
     return {"scores": scores, "info": info, "selection": selections, "curves": curves}
 
 
@@ -269,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and name != "overrides":
             setattr(p, name, _protocol_value(getattr(p, name), value))
     p.overrides = tuple(args.sets or p.overrides) if from_saved else tuple(p.overrides) + tuple(args.sets)
+    if p.cr_warm_coarse_iters and not p.cr_warm_iters:
+        raise SystemExit("--cr-warm-coarse-iters is the first part of the warm-started colour-randomised pretraining: "
+                         "give --cr-warm-iters too (its full-size part)")
     if p.pretrained:
         check_pretrained(p)
     if {"source-only", "oracle"} - set(args.rows) and set(args.rows) & set(ADAPT_ROWS):
@@ -294,7 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     text, rows = table(per_seed, args.rows, ADAPT_ROWS)
     variant = "" if p.label_shift else ", target without label shift"
     coarse = f"{p.coarse_iters} at half size + " if p.coarse_iters else ""
-    warm = f" (cr: {p.cr_warm_iters} colour-randomised iterations from source-only's)" if p.cr_warm_iters else ""
+    warm_coarse = f"{p.cr_warm_coarse_iters} at half size + " if p.cr_warm_coarse_iters else ""
+    warm = (f" (cr: {warm_coarse}{p.cr_warm_iters} colour-randomised iterations from source-only's)"
+            if p.cr_warm_iters else "")
     frames = f"{p.source_frames or p.frames} source / {p.frames} target train frames; "
     header = (f"Synthetic benchmark ({p.preset}{variant}), held-out target val (seed {p.eval_seed}, {p.eval_frames} frames), "
               f"mIoU % over seeds {args.seeds}; {frames}{coarse}{p.pretrain_iters} pretraining{warm} + {p.adapt_iters} iterations per row; "

@@ -151,6 +151,28 @@ def test_warm_started_colour_randomised_pretraining_continues_the_source_only_on
     assert "source-only" not in rows  # its pretraining is the cr route's start, not a row of this call
 
 
+def test_warm_start_can_run_coarse_to_fine_its_half_size_part_first(tmp_path):
+    result = _bench(tmp_path, "--seeds", "0", "--rows", "prior", "cr+jal-wtm", "--cr-warm-iters", "2",
+                    "--cr-warm-coarse-iters", "4")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(cr: 4 at half size + 2 colour-randomised iterations from source-only's)" in result.stdout
+    seed = tmp_path / "seed0"
+    coarse = json.loads((seed / "pretrain-cr-coarse" / "config.json").read_text())
+    fine = json.loads((seed / "pretrain-cr" / "config.json").read_text())
+    assert coarse["model"]["init"] == str(seed / "pretrain" / "checkpoints" / "last.pth")  # from source-only's
+    assert coarse["optim"]["iters"] == 4 and coarse["data"]["source_size"] == [48, 24]  # QUICK: 96x48
+    assert coarse["data"]["rand_conv"] is True and fine["data"]["rand_conv"] is True
+    assert fine["optim"]["iters"] == 2 and fine["data"]["source_size"] == [96, 48]
+    assert fine["model"]["init"] == str(seed / "pretrain-cr-coarse" / "checkpoints" / "last.pth")
+    assert not (seed / "pretrain-coarse").exists()  # the plain pretraining stays full size (no --coarse-iters)
+    # the colour-blind pretraining is scored on held-out source frames for any cr row, not only for `cr` itself
+    rows = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert "cr@source-val" in rows and "cr" not in rows
+    assert rows["cr@source-val"]["mean"] == json.loads((seed / "pretrain-cr" / "source_val.json").read_text())
+    alone = _bench(tmp_path / "alone", "--seeds", "0", "--rows", "prior", "--cr-warm-coarse-iters", "4")
+    assert alone.returncode != 0 and "give --cr-warm-iters too" in alone.stderr and "Traceback" not in alone.stderr
+
+
 def test_second_stage_study_starts_from_another_folders_pretrainings_and_only_reads_them(tmp_path):
     first, study = tmp_path / "first", tmp_path / "study"
     assert _bench(first, "--seeds", "0", "--rows", "source-only", "cr").returncode == 0
