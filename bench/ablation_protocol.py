@@ -117,9 +117,9 @@ def bn_policy(row: str, p: Protocol) -> dict:
 
 def coarse_stage(pre: dict, p: Protocol, iters: int = 0) -> dict:
     """The coarse part of a coarse-to-fine pretraining: `iters` (default `coarse_iters`) at half the width and
-    height of the pretraining's own training size, the rest alike. An iteration there costs about a quarter, so the network
-    learns shape over more iterations for the same minutes; the full-size part that follows (initialised from it,
-    poly restarted) teaches the small classes, which need the resolution."""
+    height of the pretraining's own training size, the rest alike. An iteration there costs about a quarter, so the
+    network learns shape over more iterations for the same minutes; the full-size part that follows (initialised from
+    it, poly restarted) teaches the small classes, which need the resolution."""
     data = resolve(p.preset, pre).data
     return merge_overrides(pre, {"optim": {"iters": iters or p.coarse_iters},
                                  "data": {"source_size": half_size(data.source_size),

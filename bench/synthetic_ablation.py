@@ -128,21 +128,17 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
                             "run": {"eval_every": p.pretrain_eval_every or p.eval_every,
                                     "save_every": p.pretrain_eval_every or p.eval_every, "keep": 1}})
         read_only = report_only or bool(p.pretrained)
+        coarse_iters = p.coarse_iters
         if colour_randomised(row) and p.cr_warm_iters:  # continues the finished plain source-only pretraining
             plain_dir, _, plain = pretrain("source-only")
             if plain is None:
                 return pre_dir, pre, None
             pre = merge_overrides(pre, {"model": {"init": str(plain_dir / "checkpoints" / "last.pth")},
                                         "optim": {"iters": p.cr_warm_iters}})
-            if p.cr_warm_coarse_iters:  # its first part at half size, in a folder of its own
-                coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
-                if train(coarse_dir, coarse_stage(pre, p, p.cr_warm_coarse_iters), p.preset, read_only) is None:
-                    return pre_dir, pre, None
-                pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
-            return pre_dir, pre, train(pre_dir, pre, p.preset, read_only)
-        if p.coarse_iters:  # the first part of the pretraining, at half size, in a folder of its own
+            coarse_iters = p.cr_warm_coarse_iters
+        if coarse_iters:  # the first part of the pretraining, at half size, in a folder of its own
             coarse_dir = pre_dir.with_name(pre_dir.name + "-coarse")
-            if train(coarse_dir, coarse_stage(pre, p), p.preset, read_only) is None:
+            if train(coarse_dir, coarse_stage(pre, p, coarse_iters), p.preset, read_only) is None:
                 return pre_dir, pre, None
             pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
         return pre_dir, pre, train(pre_dir, pre, p.preset, read_only)
