@@ -1,0 +1,163 @@
+"""The benchmark's pipeline rows: what each row name stacks (FDA, rounds, teachers, round options) and the
+folders its stages train in."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from tests.test_benchmark import _bench
+
+
+def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
+    rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
+            "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+jal-wtm+sp+all+ssl1", "cr+sp+flip+ssl1",
+            "cr+jal-wtm+ens+sp+tgt+ssl1", "oracle"]
+    result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
+    assert result.returncode == 0, result.stderr[-2000:]
+    seed = tmp_path / "seed0"
+    method = json.loads((seed / "adaptsegnet+onehot" / "config.json").read_text())["method"]
+    assert (method["name"], method["d_input"]) == ("adaptsegnet", "onehot")
+    assert json.loads((seed / "jal-wtm" / "config.json").read_text())["method"]["d_input"] == "softmax"
+    assert json.loads((seed / "jal-wtm+fda" / "config.json").read_text())["data"]["fda_beta"] == 0.01
+    for k in (1, 2):  # round 2 labels with round 1's model, which started from the FDA-adapted one
+        summary = json.loads((seed / "jal-wtm+fda+ssl" / f"round{k}" / "round.json").read_text())
+        assert summary["pseudo_from"].endswith(("jal-wtm+fda/checkpoints/last.pth", "round1/train/checkpoints/last.pth")[k - 1])
+    info = json.loads((tmp_path / "summary.json").read_text())["per_seed"]["0"]["info"]["jal-wtm+fda+ssl2"]
+    assert 0 < info["pseudo"]["kept_total"] <= 1 and 0 <= info["pseudo"]["precision"]["overall"] <= 1
+    assert "jal-wtm+fda+ssl2 pseudo labels: kept" in result.stdout
+    picks = json.loads((tmp_path / "summary.json").read_text())["per_seed"]["0"]["selection"]["jal-wtm+fda+ssl2"]
+    assert picks["snapshots"] >= 2 and "d-prob" in picks  # chosen among the last round's snapshots
+    # +sp: the same adapted model, its own rounds, pseudo labels weighted by the source spatial prior (CBST-SP)
+    sp = json.loads((seed / "jal-wtm+fda+sp+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    plain = json.loads((seed / "jal-wtm+fda+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    assert sp["settings"]["spatial_prior"] is True and "spatial_prior" not in plain["settings"]
+    assert sp["settings"]["checkpoint"] == plain["settings"]["checkpoint"]
+    assert "seed 0 jal-wtm+fda+sp+ssl1 target mIoU" in result.stdout
+    # without FDA: the rounds start from JAL+WTM itself, on unstyled source frames
+    nofda = json.loads((seed / "jal-wtm+sp+ssl" / "round1" / "round.json").read_text())
+    assert nofda["pseudo_from"].endswith("seed0/jal-wtm/checkpoints/last.pth")
+    assert json.loads((seed / "jal-wtm+sp+ssl" / "round1" / "train" / "config.json").read_text())["data"]["fda_beta"] == 0
+    assert "seed 0 jal-wtm+sp+ssl1 target mIoU" in result.stdout
+    # cr: its own source pretraining under a random colour matrix per image, kept in every later stage
+    randomised = {"rand_conv": True, "rand_conv_kernels": [1], "rand_conv_mix": False}
+    for stage in ("pretrain-cr", "cr+jal-wtm", "cr+jal-wtm+sp+ssl/round1/train"):
+        data = json.loads((seed / stage / "config.json").read_text())["data"]
+        assert {k: data[k] for k in randomised} == randomised, stage
+    assert json.loads((seed / "pretrain" / "config.json").read_text())["data"]["rand_conv"] is False
+    assert json.loads((seed / "cr+jal-wtm" / "config.json").read_text())["model"]["init"].endswith(
+        "seed0/pretrain-cr/checkpoints/last.pth")
+    cr = json.loads((seed / "cr+jal-wtm+sp+ssl" / "round1" / "round.json").read_text())
+    assert cr["pseudo_from"].endswith("seed0/cr+jal-wtm/checkpoints/last.pth")
+    assert "seed 0 cr+jal-wtm+sp+ssl1 target mIoU" in result.stdout
+    # +flip: the same adapted model, its own rounds, pseudo labels averaged with the mirror image's
+    flipped = json.loads((seed / "cr+jal-wtm+sp+flip+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    unflipped = json.loads((seed / "cr+jal-wtm+sp+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    assert flipped["settings"]["flip"] is True and unflipped["settings"]["flip"] is False
+    assert flipped["settings"]["spatial_prior"] is True
+    assert flipped["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
+    assert "seed 0 cr+jal-wtm+sp+flip+ssl1 target mIoU" in result.stdout
+    # +all: the same teacher's labels on every pixel (no class threshold), where the median keeps about half
+    full = json.loads((seed / "cr+jal-wtm+sp+all+ssl" / "round1" / "pseudo" / "pseudo_labels.json").read_text())
+    assert (full["settings"]["percentile"], unflipped["settings"]["percentile"]) == (0.0, 50.0)
+    assert full["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
+    assert full["kept_total"] == 1.0 and unflipped["kept_total"] < 0.9
+    assert "seed 0 cr+jal-wtm+sp+all+ssl1 target mIoU" in result.stdout
+    # the control without an adversarial stage: the same flipped round straight from `cr`, source-only + pseudo labels
+    control = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "round.json").read_text())
+    assert control["pseudo_from"].endswith("seed0/cr/checkpoints/last.pth")
+    method = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "train" / "config.json").read_text())["method"]
+    assert (method["name"], method["self_training"]) == ("source-only", True)
+    assert "seed 0 cr+sp+flip+ssl1 target mIoU" in result.stdout
+    # a target-only round whose student starts from the colour-randomised route: both teachers label, and its
+    # target images are not randomised (the route's randomisation is a source-stream augmentation)
+    round1 = seed / "cr+jal-wtm+ens+sp+tgt+ssl" / "round1"
+    config = json.loads((round1 / "train" / "config.json").read_text())
+    assert config["model"]["init"].endswith("seed0/cr+jal-wtm/checkpoints/last.pth")
+    assert config["method"]["target_only"] is True and config["data"]["rand_conv"] is False
+    teachers = json.loads((round1 / "pseudo" / "pseudo_labels.json").read_text())["settings"]["teachers"]
+    assert [t.endswith("seed0/jal-wtm/checkpoints/last.pth") for t in teachers] == [True]
+    # the colour-randomised pretraining is also scored on the held-out source frames, as source-only is
+    rows_out = json.loads((tmp_path / "summary.json").read_text())["rows"]
+    assert 0 <= rows_out["cr@source-val"]["mean"] <= 100 and "\ncr@source-val " in result.stdout
+    assert json.loads((seed / "pretrain-cr" / "source_val.json").read_text()) == rows_out["cr@source-val"]["mean"]
+    # ... and on the target val by itself (colour randomisation alone: no target image), with its gap closed
+    with (seed / "pretrain-cr" / "eval.csv").open() as f:
+        pre_evals = [float(r["miou"]) for r in csv.DictReader(f) if r["protocol"] == "19"]
+    tail = pre_evals[-2:]  # --quick scores the last 2 evaluations
+    assert rows_out["cr@pretraining"]["mean"] == pytest.approx(100 * sum(tail) / len(tail))
+    assert rows_out["cr@pretraining"]["gap_closed"] is not None and "\ncr@pretraining " in result.stdout
+    # each pretraining with target statistics and no training step (AdaBN as published): a row of its own
+    for row, pre in (("adabn@pretraining", "pretrain"), ("cr+adabn@pretraining", "pretrain-cr")):
+        cached = json.loads((seed / pre / "target_stats.json").read_text())
+        assert cached["frames"] == 200 and rows_out[row]["mean"] == pytest.approx(cached["miou"])
+        per_class = cached["per_class"].values()
+        assert len(per_class) == 19 and all(math.isnan(v) or 0 <= v <= 100 for v in per_class)
+        assert 0 <= cached["miou"] <= 100 and rows_out[row]["gap_closed"] is not None and f"\n{row} " in result.stdout
+        assert len(list((seed / pre).glob("checkpoints/iter_*.pth"))) == 1  # scored, not trained further
+
+
+def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(bench_module):
+    rows = bench_module("ablation_rows")
+    ROWS, self_training_stages = rows.ROWS, rows.self_training_stages
+    assert self_training_stages("cr+jal-wtm+sp+flip+ssl2") == ("cr+jal-wtm+sp+flip", "cr+jal-wtm", 2, True, True)
+    assert self_training_stages("jal-wtm+fda+sp+ssl1") == ("jal-wtm+fda+sp", "jal-wtm+fda", 1, True, False)
+    assert self_training_stages("jal-wtm+fda+ssl2") == ("jal-wtm+fda", "jal-wtm+fda", 2, False, False)
+    # the rounds train with the method of the row they start from: no adversarial terms after adabn / cr
+    assert [rows.row_method(r) for r in ("cr+sp+flip+ssl1", "adabn+sp+ssl1", "cr+jal-wtm+sp+flip+ssl2", "cr")] == [
+        "source-only", "source-only", "jal-wtm", "source-only"]
+    for row in ROWS:  # every self-training row starts from a row of the table, and so do its extra teachers
+        if "+ssl" in row:
+            assert self_training_stages(row)[1] in ROWS, row
+            assert rows.ensemble_partner(row) in (None, *ROWS), row
+    assert self_training_stages("jal-wtm+ens+sp+ssl2") == ("jal-wtm+ens+sp", "jal-wtm", 2, True, False)
+    assert rows.ensemble_partner("jal-wtm+ens+sp+ssl1") == "cr+jal-wtm"
+    assert rows.ensemble_partner("cr+jal-wtm+ens+sp+ssl1") == "jal-wtm"
+    # the colour-randomised student: same two teachers, its own route's pretraining, method and source stream
+    assert "cr+jal-wtm+ens+sp+ssl2" in ROWS and rows.colour_randomised("cr+jal-wtm+ens+sp+ssl1")
+    assert self_training_stages("cr+jal-wtm+ens+sp+ssl1") == ("cr+jal-wtm+ens+sp", "cr+jal-wtm", 1, True, False)
+    assert rows.row_method("cr+jal-wtm+ens+sp+ssl1") == "jal-wtm"
+    assert rows.ensemble_partner("jal-wtm+sp+ssl1") is None and rows.row_method("jal-wtm+ens+sp+ssl1") == "jal-wtm"
+    # +tgt: the same rounds, pseudo labels and teachers, trained on the target alone; a folder of their own
+    assert self_training_stages("jal-wtm+ens+sp+tgt+ssl2") == ("jal-wtm+ens+sp+tgt", "jal-wtm", 2, True, False)
+    assert self_training_stages("cr+jal-wtm+sp+tgt+flip+ssl1") == ("cr+jal-wtm+sp+tgt+flip", "cr+jal-wtm", 1, True,
+                                                                   True)
+    assert rows.ensemble_partner("jal-wtm+ens+sp+tgt+ssl1") == "cr+jal-wtm"
+    assert self_training_stages("jal-wtm+ens+sp+tgtcr+ssl1") == ("jal-wtm+ens+sp+tgtcr", "jal-wtm", 1, True, False)
+    assert [rows.target_only(r) for r in ("jal-wtm+ens+sp+tgt+ssl1", "cr+jal-wtm+sp+tgt+flip+ssl1",
+                                          "jal-wtm+ens+sp+tgtcr+ssl2", "jal-wtm+ens+sp+ssl1", "jal-wtm")] == [
+        "+tgt", "+tgt", "+tgtcr", None, None]
+    assert {"jal-wtm+ens+sp+tgt+ssl1", "jal-wtm+sp+tgt+ssl1", "jal-wtm+ens+sp+tgtcr+ssl1"} <= set(ROWS)
+    # +fresh: every round's student from the adapted model; any order of the round options after the stem
+    assert self_training_stages("jal-wtm+ens+sp+tgt+fresh+ssl2") == ("jal-wtm+ens+sp+tgt+fresh", "jal-wtm", 2, True,
+                                                                     False)
+    assert rows.round_options("jal-wtm+ens+sp+tgt+fresh+ssl2") == ("+tgt", "+fresh")
+    assert rows.round_options("cr+jal-wtm+sp+fresh+flip+ssl2") == ("+fresh", "+flip")
+    assert rows.target_only("jal-wtm+ens+sp+tgt+fresh+ssl2") == "+tgt" and rows.round_options("jal-wtm") == ()
+    # +anchor: later rounds keep round 1's class shares; +fresh and +anchor rows share round 1 with their plain row
+    assert rows.round_options("jal-wtm+sp+tgt+anchor+ssl2") == ("+tgt", "+anchor") and "jal-wtm+sp+tgt+ssl2" in ROWS
+    assert [rows.first_round_stem(r) for r in ("jal-wtm+sp+tgt+anchor+ssl2", "jal-wtm+ens+sp+tgt+fresh+ssl2",
+                                               "cr+jal-wtm+sp+flip+ssl1")] == [
+        "jal-wtm+sp+tgt", "jal-wtm+ens+sp+tgt", "cr+jal-wtm+sp+flip"]
+    # +all: labels on every pixel change round 1 too
+    assert rows.round_options("cr+jal-wtm+sp+all+ssl2") == ("+all",) and "cr+jal-wtm+sp+all+ssl1" in ROWS
+    assert rows.first_round_stem("cr+jal-wtm+sp+all+ssl2") == "cr+jal-wtm+sp+all"
+    assert self_training_stages("cr+jal-wtm+sp+all+ssl1") == ("cr+jal-wtm+sp+all", "cr+jal-wtm", 1, True, False)
+    # +cb: a weighted loss changes round 1 too, so it has rounds of its own
+    assert rows.round_options("jal-wtm+sp+tgt+cb+ssl2") == ("+tgt", "+cb") and "jal-wtm+sp+tgt+cb+ssl1" in ROWS
+    assert rows.first_round_stem("jal-wtm+sp+tgt+cb+ssl2") == "jal-wtm+sp+tgt+cb"
+
+
+def test_a_later_round_option_shares_round_one_once_it_is_finished(bench_module, tmp_path):
+    share = bench_module("ablation_runs").share_first_round
+    plain, anchored = tmp_path / "jal-wtm+sp+tgt+ssl", tmp_path / "jal-wtm+sp+tgt+anchor+ssl"
+    (plain / "round1").mkdir(parents=True)
+    share(anchored, plain)
+    assert not anchored.exists()  # round 1 unfinished: the row runs its own
+    (plain / "round1" / "round.json").write_text("{}")
+    share(anchored, plain)
+    assert (anchored / "round1").resolve() == (plain / "round1").resolve()
+    assert (anchored / "round1" / "round.json").is_file()
+    share(plain, plain)  # a row is its own first-round row: nothing to link
+    assert not (plain / "round1").is_symlink()
