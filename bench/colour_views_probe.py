@@ -36,14 +36,17 @@ VIEW_SEED = 9000  # view k draws its matrices from seed VIEW_SEED + k: none of t
 
 
 @torch.no_grad()
-def confusion_by_views(model, datasets: list, num_classes: int, counts: list[int]) -> dict[int, ConfusionMatrix]:
-    """{n: confusion of the softmax averaged over the first n datasets} for each n in counts, in one pass."""
+def confusion_by_views(model, dataset, styles: list, num_classes: int,
+                       counts: list[int]) -> dict[int, ConfusionMatrix]:
+    """{n: confusion of the softmax averaged over the first n styles} for each n in counts, in one pass. The
+    dataset is read once per style; give it `cache=True` so that each frame is decoded once."""
     cms = {n: ConfusionMatrix(num_classes) for n in counts}
-    for i in range(len(datasets[0])):
-        items = [d[i] for d in datasets[: max(counts)]]
-        label = items[0]["label"].numpy()
+    for i in range(len(dataset)):
         prob = 0
-        for n, item in enumerate(items, start=1):
+        for n, style in enumerate(styles[: max(counts)], start=1):
+            dataset.style = style
+            item = dataset[i]
+            label = item["label"].numpy()  # the same for every style
             # logits upsampled first, as the evaluation does: one view is exactly the plain evaluation
             logits = upsample(deployed_output(model(item["image"][None])).float(), label.shape[-2:])
             prob = prob + F.softmax(logits, dim=1)
@@ -66,9 +69,9 @@ def probe(checkpoint: Path, source: Path, target: Path, views: int) -> dict[str,
              "target val": (target / "cityscapes", "cityscapes", "val")}
     out = {}
     for name, (root, fmt, split) in trees.items():
-        datasets = [SegmentationDataset(root, fmt, split=split, augment=Augment(size=size), resize_label=False,
-                                        style=s) for s in styles]
-        out[name] = confusion_by_views(model, datasets, model.num_classes, counts)
+        dataset = SegmentationDataset(root, fmt, split=split, augment=Augment(size=size), resize_label=False,
+                                      cache=True)
+        out[name] = confusion_by_views(model, dataset, styles, model.num_classes, counts)
     return out
 
 
