@@ -47,12 +47,17 @@ CLASS_WEIGHT_ROWS = ("jal-wtm+sp+tgt+cb+ssl1", "jal-wtm+sp+tgt+cb+ssl2", "jal-wt
 # the row before `+mix` and trained like it (its method, route and rate) for the second stage's length:
 # `cr+jal-wtm+mix` on JAL+WTM, `cr+mix` the control without an adversarial stage before it
 MIX_ROWS = ("cr+jal-wtm+mix", "cr+mix", "jal-wtm+mix")
+# `+rect`: the rounds' pseudo-label loss rectified by the student's two decoders (method.pseudo_rectify): each
+# pixel weighted by exp(-KL(Dec2 || Dec1)), plus that KL; `+all+rect` on labels on every pixel, as published
+# (Zheng & Yang 2021 let the rectification, not a threshold, discount the wrong labels)
+RECTIFY_ROWS = ("cr+jal-wtm+sp+rect+ssl1", "cr+jal-wtm+sp+all+rect+ssl1")
 TARGET_ONLY = ("+tgt", "+tgtcr")
-ROUND_OPTIONS = ("+flip", "+all", "+fresh", "+anchor", "+cb", *TARGET_ONLY)  # how the rounds label and train, after the stem's `+sp`
+# how the rounds label and train, after the stem's `+sp`
+ROUND_OPTIONS = ("+flip", "+all", "+fresh", "+anchor", "+cb", "+rect", *TARGET_ONLY)
 LATER_ROUNDS = ("+fresh", "+anchor")  # options that change only the rounds after the first
 ADAPT_ROWS = ("adabn", "adaptsegnet", "jal", "wtm-dec1", "wtm-dec2", "wtm", "jal-wtm", *PIPELINE_ROWS, *ONEHOT_ROWS,
               *CR_ROWS, *COVERAGE_ROWS, *NO_ADVERSARIAL_SSL_ROWS, *ENSEMBLE_ROWS, *TARGET_ONLY_ROWS, *ANCHOR_ROWS,
-              *CLASS_WEIGHT_ROWS, *MIX_ROWS)
+              *CLASS_WEIGHT_ROWS, *MIX_ROWS, *RECTIFY_ROWS)
 ROWS = ("prior", "source-only", *ADAPT_ROWS, "oracle")
 DEFAULT_ROWS = ("prior", "source-only", "adabn", "adaptsegnet", "jal", "wtm", "jal-wtm", *PIPELINE_ROWS, *CR_ROWS,
                 *NO_ADVERSARIAL_SSL_ROWS, "oracle")

@@ -13,7 +13,7 @@ from tests.test_benchmark import _bench
 def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_path):
     rows = ["prior", "source-only", "jal-wtm+fda+ssl2", "jal-wtm+fda+sp+ssl1", "jal-wtm+sp+ssl1", "adaptsegnet+onehot",
             "cr", "cr+jal-wtm+sp+ssl1", "cr+jal-wtm+sp+flip+ssl1", "cr+jal-wtm+sp+all+ssl1", "cr+sp+flip+ssl1",
-            "cr+jal-wtm+ens+sp+tgt+ssl1", "oracle"]
+            "cr+jal-wtm+ens+sp+tgt+ssl1", "cr+jal-wtm+sp+all+rect+ssl1", "oracle"]
     result = _bench(tmp_path, "--seeds", "0", "--rows", *rows)
     assert result.returncode == 0, result.stderr[-2000:]
     seed = tmp_path / "seed0"
@@ -64,6 +64,14 @@ def test_quick_pipeline_rows_stack_fda_and_self_training_rounds_on_jal_wtm(tmp_p
     assert full["settings"]["checkpoint"] == unflipped["settings"]["checkpoint"]
     assert full["kept_total"] == 1.0 and unflipped["kept_total"] < 0.9
     assert "seed 0 cr+jal-wtm+sp+all+ssl1 target mIoU" in result.stdout
+    # +rect: the same teacher's labels (here on every pixel), the round's loss rectified by its two decoders
+    rect = seed / "cr+jal-wtm+sp+all+rect+ssl" / "round1"
+    assert json.loads((rect / "train" / "config.json").read_text())["method"]["pseudo_rectify"] is True
+    assert json.loads((rect / "pseudo" / "pseudo_labels.json").read_text())["settings"] == full["settings"]
+    with (rect / "train" / "train.csv").open() as f:
+        assert all(float(r["kl_tgt"]) > 0 for r in csv.DictReader(f))
+    assert json.loads((seed / "cr+jal-wtm+sp+all+ssl" / "round1" / "train" / "config.json").read_text())[
+        "method"]["pseudo_rectify"] is False
     # the control without an adversarial stage: the same flipped round straight from `cr`, source-only + pseudo labels
     control = json.loads((seed / "cr+sp+flip+ssl" / "round1" / "round.json").read_text())
     assert control["pseudo_from"].endswith("seed0/cr/checkpoints/last.pth")
@@ -147,6 +155,10 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     # +cb: a weighted loss changes round 1 too, so it has rounds of its own
     assert rows.round_options("jal-wtm+sp+tgt+cb+ssl2") == ("+tgt", "+cb") and "jal-wtm+sp+tgt+cb+ssl1" in ROWS
     assert rows.first_round_stem("jal-wtm+sp+tgt+cb+ssl2") == "jal-wtm+sp+tgt+cb"
+    # +rect: a rectified loss changes round 1 too
+    assert rows.round_options("cr+jal-wtm+sp+all+rect+ssl1") == ("+all", "+rect")
+    assert rows.first_round_stem("cr+jal-wtm+sp+rect+ssl1") == "cr+jal-wtm+sp+rect"
+    assert "cr+jal-wtm+sp+rect+ssl1" in ROWS
 
 
 def test_a_later_round_option_shares_round_one_once_it_is_finished(bench_module, tmp_path):

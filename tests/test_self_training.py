@@ -16,7 +16,7 @@ from training.checkpoints import load_trained
 from training.cli import main as train_main
 from training.config import ConfigError, load_preset, resolve
 from training.engine import Trainer, TrainingError
-from training.losses import seg_loss
+from training.losses import rectified_seg_losses, seg_loss
 from training.pseudo_labels import PseudoLabelError, PseudoLabelOptions, enet_weights, kept_shares
 from training.self_training import self_train
 
@@ -105,6 +105,54 @@ def test_weighted_segmentation_loss_is_the_weighted_mean_over_labelled_pixels():
     w = torch.where(labels == 255, 0.0, weight[labels.clamp(max=2)])
     assert torch.allclose(seg_loss(logits, labels, weight), (w * nll).sum() / w.sum())
     assert torch.allclose(seg_loss(logits, labels, torch.full((3,), 7.0)), seg_loss(logits, labels))
+
+
+def test_rectified_loss_discounts_each_pixel_by_how_much_the_two_decoders_dispute_it():
+    torch.manual_seed(0)
+    low, high, labels = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5), torch.randint(0, 3, (2, 4, 5))
+    labels[0, 0] = 255
+    weight = torch.tensor([0.5, 2.0, 8.0])
+    # agreeing decoders: no discount, no KL, the plain (class-weighted) losses
+    same = rectified_seg_losses(high, high, labels, weight)
+    assert same["kl_tgt"].abs() < 1e-6
+    assert torch.allclose(same["seg2_tgt"], seg_loss(high, labels, weight), atol=1e-6)
+    # by hand: KL(p_high || p_low) per pixel, each pixel's cross-entropy times exp(-KL)
+    p_high, p_low = torch.softmax(high, 1), torch.softmax(low, 1)
+    kl = (p_high * (p_high.log() - p_low.log())).sum(1)
+    valid = labels != 255
+    safe = labels.clamp(max=2)[:, None]
+    w = torch.where(valid, weight[labels.clamp(max=2)], 0.0)
+    out = rectified_seg_losses(low, high, labels, weight)
+    for key, logits in (("seg1_tgt", low), ("seg2_tgt", high)):
+        nll = -torch.log_softmax(logits, 1).gather(1, safe)[:, 0]
+        assert torch.allclose(out[key], (w * nll * torch.exp(-kl)).sum() / w.sum(), atol=1e-6), key
+    assert torch.allclose(out["kl_tgt"], kl[valid].mean(), atol=1e-6) and out["kl_tgt"] > 0.1
+    assert out["seg2_tgt"] < seg_loss(high, labels, weight)  # every disputed pixel weighs less than 1
+    # the logits of a real network are smaller than the labels: upsampled first, as seg_loss does
+    small = rectified_seg_losses(low[..., :2, :3], high[..., :2, :3], labels)
+    assert all(torch.isfinite(v) for v in small.values())
+    # a batch of rejected pixels only: zero losses that still backpropagate
+    low.requires_grad_(True)
+    empty = rectified_seg_losses(low, high, torch.full_like(labels, 255))
+    assert all(float(v.detach()) == 0.0 for v in empty.values())
+    sum(empty.values()).backward()
+    assert low.grad is not None
+
+
+def test_rectified_rounds_log_the_decoders_disagreement_and_keep_it_on_resume(synth_root, adapted, pseudo, tmp_path):
+    cfg = tiny_cfg(synth_root, "jal-wtm", iters=2)
+    cfg.method.self_training, cfg.data.target_labels, cfg.model.init = True, str(pseudo[0]), str(adapted)
+    cfg.method.pseudo_rectify = True
+    Trainer(cfg, tmp_path / "rect", progress=False).run()
+    row = read_rows(tmp_path / "rect" / "train.csv")[-1]
+    assert all(float(row[t]) > 0 for t in ("seg1_tgt", "seg2_tgt", "kl_tgt"))
+    cfg.method.pseudo_rectify = False  # the rectification is part of what the run trains: no silent switch
+    with pytest.raises(TrainingError, match="another model or method .*rectified pseudo-label loss"):
+        Trainer(cfg, tmp_path / "rect", resume=True, progress=False)
+    Trainer(cfg, tmp_path / "plain", progress=False).run()
+    assert read_rows(tmp_path / "plain" / "train.csv")[-1]["kl_tgt"] == ""
+    with pytest.raises(ConfigError, match="pseudo_rectify.*self_training"):
+        resolve("synthetic-tiny", {"method": {"pseudo_rectify": True}})
 
 
 def test_class_weighted_rounds_weight_the_pseudo_label_loss_by_the_trees_own_shares(synth_root, adapted, pseudo,
@@ -264,7 +312,7 @@ def test_ssl_presets_inherit_their_base_and_resolve(tmp_path):
 def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher, tmp_path):
     args = ["self-train", str(adapted), "--out", str(tmp_path / "ssl"), "--rounds", "1", "--iters", "1",
             "--set", "run.save_every=1", "--set", "run.eval_every=1", "--flip", "--teacher", str(teacher),
-            "--target-only", "--fresh-students", "--class-weights", "enet", "--no-progress"]
+            "--target-only", "--fresh-students", "--class-weights", "enet", "--rectify", "--no-progress"]
     result = CliRunner().invoke(train_main, args)
     assert result.exit_code == 0, result.output
     assert "round 1: pseudo labels kept" in result.output and "precision" in result.output
@@ -273,7 +321,7 @@ def test_self_train_cli_runs_a_round_and_says_what_to_run_next(adapted, teacher,
     assert settings["flip"] and settings["teachers"] == [str(teacher.resolve())]
     config = json.loads((tmp_path / "ssl" / "round1" / "train" / "config.json").read_text())
     assert config["method"]["target_only"] is True and config["method"]["self_training"] is True
-    assert config["method"]["pseudo_class_weights"] == "enet"
+    assert config["method"]["pseudo_class_weights"] == "enet" and config["method"]["pseudo_rectify"] is True
     lone = CliRunner().invoke(train_main, ["self-train", str(adapted), "--out", str(tmp_path / "lone"),
                                            "--teachers-every-round", "--no-progress"])
     assert lone.exit_code == 2 and "needs at least one --teacher" in lone.output

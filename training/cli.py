@@ -279,9 +279,12 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
 @click.option("--class-weights", type=click.Choice(PSEUDO_CLASS_WEIGHTS),
               help="Class weights of the pseudo-label loss (method.pseudo_class_weights; enet: 1 / ln(1.02 + share "
                    "of the kept pixels)).")
+@click.option("--rectify", is_flag=True,
+              help="Weight each pixel's pseudo-label loss by how much the student's two decoders agree on it, "
+                   "exp(-KL), and add that KL (method.pseudo_rectify; Zheng & Yang 2021).")
 @click.option("--no-progress", is_flag=True)
 def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, teachers_every_round,
-                       fresh_students, anchor_shares, target_only, class_weights, no_progress, **pseudo):
+                       fresh_students, anchor_shares, target_only, class_weights, rectify, no_progress, **pseudo):
     """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
@@ -302,6 +305,8 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
             overrides.setdefault("method", {})["target_only"] = True
         if class_weights:
             overrides.setdefault("method", {})["pseudo_class_weights"] = class_weights
+        if rectify:
+            overrides.setdefault("method", {})["pseudo_rectify"] = True
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
                                progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round,
                                fresh_students=fresh_students, anchor_shares=anchor_shares)

@@ -117,6 +117,9 @@ class MethodConfig:
     # kept pseudo-label pixels, from the tree's summary): a class the labels keep rarely is not outvoted by the
     # large ones, so it is not predicted, and labelled, less in every round
     pseudo_class_weights: str = "none"
+    # each pixel's pseudo-label loss weighted by exp(-KL(high || low)), the two decoders' disagreement, plus that
+    # KL (Zheng & Yang, IJCV 2021): the student learns less from the labels its own decoders dispute
+    pseudo_rectify: bool = False
     # what the discriminators see: the softmax maps (the paper, AdaptSegNet) or their one-hot argmax with a
     # straight-through gradient, which hides confidence so that only the layout of the classes is compared
     d_input: str = "softmax"
@@ -193,6 +196,9 @@ class TrainConfig:
         if self.method.pseudo_class_weights not in PSEUDO_CLASS_WEIGHTS:
             raise ConfigError(f"method.pseudo_class_weights must be one of {', '.join(PSEUDO_CLASS_WEIGHTS)}, "
                               f"got {self.method.pseudo_class_weights!r}")
+        if self.method.pseudo_rectify and not self.method.self_training:
+            raise ConfigError("method.pseudo_rectify weights the pseudo-label loss: it needs "
+                              "method.self_training=true and data.target_labels=DIR")
         if self.method.pseudo_class_weights != "none" and not self.method.self_training:
             raise ConfigError("method.pseudo_class_weights weights the pseudo-label loss: it needs "
                               "method.self_training=true and data.target_labels=DIR")

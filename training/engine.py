@@ -21,7 +21,7 @@ from . import checkpoints as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate, target_decoders
-from .losses import adv_loss, dis_loss, discriminator_maps, seg_loss, upsample
+from .losses import adv_loss, dis_loss, discriminator_maps, rectified_seg_losses, seg_loss, upsample
 from .mixing import MeanTeacher, mix_terms
 from .models import Discriminator, build_model
 from .models.norm import estimate_statistics
@@ -173,13 +173,16 @@ class Trainer(RunState):
 
     def _pseudo_label_terms(self, out: dict, labels: torch.Tensor) -> tuple[dict, dict]:
         """Self-training: Eq. 1 on target images with their pseudo labels, through the target decoders (Dec^T
-        where the model has a WTM: the decoder that is deployed on target images)."""
+        where the model has a WTM: the decoder that is deployed on target images); with method.pseudo_rectify each
+        pixel's loss weighted by how much the two decoders agree on it."""
         mth = self.cfg.method
         w = self.pseudo_weights
         low, high = target_decoders(out)
-        terms = {"seg1_tgt": seg_loss(low.float(), labels, w), "seg2_tgt": seg_loss(high.float(), labels, w)}
         lam = mth.lambda_seg_target
-        return terms, {"seg1_tgt": lam * mth.lambda_seg1, "seg2_tgt": lam * mth.lambda_seg2}
+        weights = {"seg1_tgt": lam * mth.lambda_seg1, "seg2_tgt": lam * mth.lambda_seg2}
+        if mth.pseudo_rectify:
+            return rectified_seg_losses(low.float(), high.float(), labels, w), {**weights, "kl_tgt": lam}
+        return {"seg1_tgt": seg_loss(low.float(), labels, w), "seg2_tgt": seg_loss(high.float(), labels, w)}, weights
 
     def _adversarial_terms(self, pt: dict) -> tuple[dict, dict]:
         """Eqs. 3-5 and 9 on the target softmax maps `pt`: each term and its weight."""

@@ -31,6 +31,31 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | 
     return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, weight=weight, ignore_index=IGNORE)
 
 
+def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor,
+                         weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Pseudo-label losses of both decoders rectified by their disagreement (Zheng & Yang, IJCV 2021): per labelled
+    pixel, D = KL(softmax(high) || softmax(low)) and each decoder's cross-entropy is weighted by exp(-D); the mean
+    of D is returned too (`kl_tgt`), to be added to the loss, so that disagreeing cannot become a way out.
+    Pseudo labels are wrong most often where the two decoders disagree, so such pixels teach the student less,
+    whatever their class, without a second threshold. With class weights, the mean is over the weights of the
+    labelled pixels, as `seg_loss`."""
+    size = labels.shape[-2:]
+    log_low, log_high = F.log_softmax(upsample(low, size), 1), F.log_softmax(upsample(high, size), 1)
+    valid = labels != IGNORE
+    if not bool(valid.any()):
+        zero = (low.sum() + high.sum()) * 0.0
+        return {"seg1_tgt": zero, "seg2_tgt": zero, "kl_tgt": zero}
+    kl = (log_high.exp() * (log_high - log_low)).sum(1)
+    keep = torch.exp(-kl)
+    norm = valid.sum() if weight is None else weight[labels[valid]].sum()
+
+    def ce(log_prob):
+        nll = F.nll_loss(log_prob, labels, weight=weight, ignore_index=IGNORE, reduction="none")
+        return (nll * keep)[valid].sum() / norm
+
+    return {"seg1_tgt": ce(log_low), "seg2_tgt": ce(log_high), "kl_tgt": kl[valid].mean()}
+
+
 def discriminator_maps(prob: torch.Tensor, d_input: str = "softmax") -> torch.Tensor:
     """What a discriminator sees of softmax maps (B, C, H, W). `onehot`: the argmax as one-hot maps, with the
     softmax's gradient passed straight through. A source-trained network is more confident on source images than

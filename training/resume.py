@@ -30,7 +30,8 @@ def read_resumable(out: Path, source: str | Path | None, cfg: TrainConfig) -> di
     arch_keys = [k for k in vars(cfg.model) if not k.startswith("init")]
     same_model = all(getattr(saved.model, k) == getattr(cfg.model, k) for k in arch_keys)
     same_method = all(getattr(saved.method, k) == getattr(cfg.method, k)
-                      for k in ("name", "self_training", "target_only", "pseudo_class_weights", "mix"))
+                      for k in ("name", "self_training", "target_only", "pseudo_class_weights", "pseudo_rectify",
+                                "mix"))
     if not same_model or not same_method:
         weights = saved.method.pseudo_class_weights
         raise ResumeError(f"--resume: {path} was trained with another model or method "
@@ -38,6 +39,7 @@ def read_resumable(out: Path, source: str | Path | None, cfg: TrainConfig) -> di
                           f"{' + self-training' if saved.method.self_training else ''}"
                           f"{' (target-only)' if saved.method.target_only else ''}"
                           f"{'' if weights == 'none' else f', pseudo-label class weights {weights}'}"
+                          f"{', rectified pseudo-label loss' if saved.method.pseudo_rectify else ''}"
                           f"{'' if saved.method.mix == 'none' else f', {saved.method.mix} self-training'}"
                           "); use a new --out folder")
     return state
