@@ -36,9 +36,9 @@ def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Te
     """Pseudo-label losses of both decoders rectified by their disagreement (Zheng & Yang, IJCV 2021): per labelled
     pixel, D = KL(softmax(high) || softmax(low)) and each decoder's cross-entropy is weighted by exp(-D); the mean
     of D is returned too (`kl_tgt`), to be added to the loss, so that disagreeing cannot become a way out.
-    Pseudo labels are wrong most often where the two decoders disagree, so such pixels teach the student less,
-    whatever their class, without a second threshold. With class weights, the mean is over the weights of the
-    labelled pixels, as `seg_loss`."""
+    Pseudo labels are wrong far more often where the two decoders disagree, so such pixels teach the student less,
+    whatever their class, without a second threshold; a mistake both decoders make is not discounted. With class
+    weights, the mean is over the weights of the labelled pixels, as `seg_loss`."""
     size = labels.shape[-2:]
     log_low, log_high = F.log_softmax(upsample(low, size), 1), F.log_softmax(upsample(high, size), 1)
     valid = labels != IGNORE
