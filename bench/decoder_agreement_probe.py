@@ -29,7 +29,7 @@ from jal_deploy.machine import cpu_summary  # noqa: E402
 from training.checkpoints import load_trained  # noqa: E402
 from training.data import Augment, SegmentationDataset  # noqa: E402
 from training.evaluate import target_decoders  # noqa: E402
-from training.losses import upsample  # noqa: E402
+from training.losses import decoder_disagreement, upsample  # noqa: E402
 
 # per class of the pseudo label: kept, right, disputed, right among the disputed, sum of exp(-D) on right / wrong
 FIELDS = ("kept", "right", "disputed", "right_disputed", "keep_right", "keep_wrong")
@@ -54,7 +54,7 @@ def agreement_counts(checkpoint: Path, pseudo_root: Path, target_root: Path, spl
         real = lut[read_label(sample, "cityscapes")]
         low, high = target_decoders(model(dataset[i]["image"][None]))
         log_low, log_high = (F.log_softmax(upsample(x.float(), pseudo.shape), 1)[0] for x in (low, high))
-        keep = torch.exp(-(log_high.exp() * (log_high - log_low)).sum(0)).numpy()
+        keep = torch.exp(-decoder_disagreement(log_low, log_high)).numpy()
         disputed = (log_low.argmax(0) != log_high.argmax(0)).numpy()
         valid = (pseudo != IGNORE) & (real != IGNORE)
         c, right = pseudo[valid].astype(np.int64), pseudo[valid] == real[valid]

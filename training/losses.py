@@ -31,6 +31,13 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | 
     return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, weight=weight, ignore_index=IGNORE)
 
 
+def decoder_disagreement(log_low: torch.Tensor, log_high: torch.Tensor) -> torch.Tensor:
+    """Per pixel, KL(softmax(high) || softmax(low)) from the two decoders' log-softmax maps (class dim 1 of 4-D
+    maps, 0 of 3-D ones): what `rectified_seg_losses` discounts by, and `decoder_agreement_probe.py` measures."""
+    dim = log_high.dim() - 3
+    return (log_high.exp() * (log_high - log_low)).sum(dim)
+
+
 def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor,
                          weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Pseudo-label losses of both decoders rectified by their disagreement (Zheng & Yang, IJCV 2021): per labelled
@@ -45,7 +52,7 @@ def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Te
     if not bool(valid.any()):
         zero = (low.sum() + high.sum()) * 0.0
         return {"seg1_tgt": zero, "seg2_tgt": zero, "kl_tgt": zero}
-    kl = (log_high.exp() * (log_high - log_low)).sum(1)
+    kl = decoder_disagreement(log_low, log_high)
     keep = torch.exp(-kl)
     norm = valid.sum() if weight is None else weight[labels[valid]].sum()
 
