@@ -54,7 +54,7 @@ def agreement_counts(checkpoint: Path, pseudo_root: Path, target_root: Path, spl
         real = lut[read_label(sample, "cityscapes")]
         low, high = target_decoders(model(dataset[i]["image"][None]))
         log_low, log_high = (F.log_softmax(upsample(x.float(), pseudo.shape), 1)[0] for x in (low, high))
-        keep = torch.exp(-decoder_disagreement(log_low, log_high)).numpy()
+        keep = torch.exp(-decoder_disagreement(log_low, log_high, dim=0)).numpy()
         disputed = (log_low.argmax(0) != log_high.argmax(0)).numpy()
         valid = (pseudo != IGNORE) & (real != IGNORE)
         c, right = pseudo[valid].astype(np.int64), pseudo[valid] == real[valid]

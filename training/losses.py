@@ -31,10 +31,9 @@ def seg_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | 
     return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, weight=weight, ignore_index=IGNORE)
 
 
-def decoder_disagreement(log_low: torch.Tensor, log_high: torch.Tensor) -> torch.Tensor:
-    """Per pixel, KL(softmax(high) || softmax(low)) from the two decoders' log-softmax maps (class dim 1 of 4-D
-    maps, 0 of 3-D ones): what `rectified_seg_losses` discounts by, and `decoder_agreement_probe.py` measures."""
-    dim = log_high.dim() - 3
+def decoder_disagreement(log_low: torch.Tensor, log_high: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """Per pixel, KL(softmax(high) || softmax(low)) from the two decoders' log-softmax maps, classes along `dim`:
+    what `rectified_seg_losses` discounts by, and `decoder_agreement_probe.py` measures."""
     return (log_high.exp() * (log_high - log_low)).sum(dim)
 
 
