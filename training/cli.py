@@ -29,6 +29,7 @@ Examples:
   jal-train pseudo-label runs/r101/checkpoints/last.pth --target /data/cityscapes --out pl/r101
   jal-train self-train runs/r101/checkpoints/last.pth --preset gta5-cityscapes-r101-ssl --rounds 2 --out runs/ssl
   jal-train select runs/r101 --by d-prob                      # pick a snapshot without target labels
+  jal-train pipeline --preset synthetic-route --out runs/route  # a whole recipe: stages, pick, export
 """
 
 
@@ -322,6 +323,74 @@ def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, 
                    + (f" (precision {100 * precision:.1f}%)" if precision is not None else "")
                    + (f"; target val {miou}" if miou else "") + f"; model {s['checkpoint']}")
     click.echo(f"Next: jal-export {summaries[-1]['checkpoint']} --out models/ssl")
+
+
+@main.command("pipeline")
+@click.option("--preset", help="A preset with a `pipeline:` recipe (see --list) or a YAML file.")
+@click.option("--source", "source_root", type=click.Path(file_okay=False, exists=True),
+              help="Labelled source tree (format: the preset's data.source; default: the preset's).")
+@click.option("--target", "target_root", type=click.Path(file_okay=False, exists=True),
+              help="Cityscapes-format target tree; its train images are used without labels.")
+@click.option("--val", "val_root", type=click.Path(file_okay=False, exists=True),
+              help="Labelled Cityscapes-format tree that scores each stage's model for the summary (never for a "
+                   "choice).")
+@click.option("--out", type=click.Path(file_okay=False), help="Run folder: one sub-folder per stage.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key of every stage.")
+@click.option("--signal-frames", type=click.IntRange(1), default=100, show_default=True,
+              help="Target images each stage's label-free signals are computed on.")
+@click.option("--list", "list_recipes", is_flag=True, help="List the presets that carry a recipe, and exit.")
+@click.option("--no-progress", is_flag=True)
+def pipeline_command(preset, source_root, target_root, val_root, out, sets, signal_frames, list_recipes,
+                     no_progress):
+    """Run a preset's adaptation recipe from a source and a target tree to a selected, exported model.
+
+    Each stage of the preset's `pipeline:` list runs in OUT/NN-name/; the same command resumes (finished
+    stages are skipped, an interrupted one continues from its last checkpoint). No stage reads target labels;
+    --val only scores the stages for the summary table, which also lands in OUT/pipeline.json.
+
+    \b
+    Examples:
+      jal-train pipeline --list
+      jal-train pipeline --preset synthetic-route --out runs/route        # the embedded benchmark
+      jal-train pipeline --preset gta5-cityscapes-r101-pipeline --source /data/GTA5 \\
+          --target /data/cityscapes --val /data/cityscapes --out runs/r101-pipeline \\
+          --set model.init=DeepLab_resnet_pretrained_init-f81d91e8.pth
+    """
+    from training.pipeline import (Inputs, PipelineError, PipelineInterrupted, format_summary, run_pipeline,
+                                   stages_of)
+
+    if list_recipes:
+        from training.config import load_pipeline
+
+        for name in preset_names():
+            if load_pipeline(name) is not None:
+                click.echo(f"{name:34s} " + " -> ".join(s.name for s in stages_of(name)))
+        return
+    if not preset or not out:
+        raise click.UsageError("--preset and --out are required (or --list)")
+    inputs = Inputs(preset=preset, source_root=str(Path(source_root).resolve()) if source_root else "",
+                    target_root=str(Path(target_root).resolve()) if target_root else "",
+                    val_root=str(Path(val_root).resolve()) if val_root else "", sets=parse_set(list(sets)),
+                    signal_frames=signal_frames)
+    from export.api import ExportError
+    from training.engine import TrainingError
+    from training.pseudo_labels import PseudoLabelError
+
+    try:
+        summary = run_pipeline(inputs, out, progress=not no_progress, log=click.echo)
+    except PipelineInterrupted as e:
+        click.echo(f"{e}; run the same command again to resume", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished stages in {out} are kept; run the same command again to resume", err=True)
+        sys.exit(130)
+    except (PipelineError, ConfigError, TrainingError, PseudoLabelError, DatasetError, CheckpointError, ExportError,
+            ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(format_summary(summary))
+    onnx = summary["final"]["onnx"]
+    if onnx:
+        click.echo(f"Next: jal-segment VIDEO.mp4 -m {Path(out) / onnx[0]}")
 
 
 @main.command("select")

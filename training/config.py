@@ -152,7 +152,7 @@ class RunConfig:
     amp: str = "none"         # none | bf16 (CUDA, or CPU with AMX / AVX-512 BF16) | fp16 (CUDA only)
     channels_last: bool = False
     log_every: int = 10
-    eval_every: int = 2000
+    eval_every: int = 2000    # 0: never (no labelled val is read during training)
     save_every: int = 2000
     keep: int = 3
     tensorboard: bool = True
@@ -288,9 +288,21 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
+def load_preset(name: str) -> dict:
+    """The preset's config sections (its `pipeline:` list, if any, is read by `load_pipeline`)."""
+    data = _load_preset(name)
+    data.pop("pipeline", None)
+    return data
+
+
+def load_pipeline(name: str) -> list | None:
+    """The raw `pipeline:` list of a preset (None when it has none); a derived preset inherits its base's."""
+    return _load_preset(name).get("pipeline")
+
+
+def _load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
     """The preset's sections; `base: OTHER` at its top inherits OTHER's values, which the preset overrides key
-    by key (so a derived preset follows later changes of its base)."""
+    by key (so a derived preset follows later changes of its base); a `pipeline:` list is replaced whole."""
     path = Path(name)
     if not path.is_file():
         path = PRESET_DIR / f"{name}.yaml"
@@ -305,7 +317,10 @@ def load_preset(name: str, _seen: tuple[str, ...] = ()) -> dict:
     if str(path.resolve()) in _seen:
         raise ConfigError(f"preset {path}: `base:` chain loops back to itself")
     base_path = path.parent / f"{base}.yaml" if (path.parent / f"{base}.yaml").is_file() else base
-    return merge_overrides(load_preset(str(base_path), _seen + (str(path.resolve()),)), data)
+    inherited = _load_preset(str(base_path), _seen + (str(path.resolve()),))
+    pipeline = data.pop("pipeline", inherited.pop("pipeline", None))
+    merged = merge_overrides(inherited, data)
+    return {**merged, "pipeline": pipeline} if pipeline is not None else merged
 
 
 def merge_overrides(base: dict, top: dict) -> dict:

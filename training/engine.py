@@ -287,6 +287,8 @@ class Trainer(RunState):
     # ----- the run ------------------------------------------------------------------------------------
     def evaluate(self) -> dict:
         d = self.cfg.data
+        if self.val_loader is None:
+            raise TrainingError("run.eval_every=0 builds no val loader: nothing to evaluate on")
         self._target_statistics()
         return evaluate(self.model, self.val_loader, d.protocol, d.eval_protocols, self.device,
                         autocast=self._autocast if self.cfg.run.amp != "none" else None)
@@ -340,7 +342,7 @@ class Trainer(RunState):
                     log.log_train(row)
                     bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "seg2_tgt", "mix2", "adv2", "jal", "adv_wtm2", "d2")
                                      if row.get(k) is not None})
-                if self.env.is_main and due(cfg.run.eval_every):
+                if self.env.is_main and cfg.run.eval_every and due(cfg.run.eval_every):
                     results = self._evaluate_and_select(log)
                     bar.write(f"iter {self.iteration}: " + ", ".join(
                         f"mIoU{p} {100 * r['miou']:.2f}" for p, r in results.items()))

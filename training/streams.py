@@ -26,7 +26,7 @@ from .photometric import Photometric, RandomConvolution, compose
 class Streams:
     labelled: Iterator | None     # Eq. 1's images and labels (None: target-only self-training)
     target: Iterator | None       # None when the method reads no target image (source-only, oracle)
-    val: DataLoader
+    val: DataLoader | None        # None with run.eval_every=0
     bn: DataLoader | None         # model.target_bn_frames > 0
 
 
@@ -60,16 +60,19 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
                                             list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
                                             augment=target_aug, cache=d.cache,
                                             style=jitter if flags.labels == "none" else None), seed + 1)
-    val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
-                              list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
-                              protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
+    val = None
+    if cfg.run.eval_every:  # 0: no evaluation during training, so no labelled val is read (the pipeline's stages)
+        val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
+                                  list_file=d.val_list or None, augment=Augment(size=tuple(d.target_size) or None),
+                                  protocol=d.protocol, resize_label=False, limit=d.val_limit or None, cache=d.cache)
     bn = None
     if cfg.model.target_bn_frames:  # the first N target train frames, as evaluated: deterministic
         frames = SegmentationDataset(d.target_root, "cityscapes", split="train", labelled=False,
                                      list_file=d.target_list or None, augment=Augment(size=tuple(d.target_size) or None),
                                      limit=cfg.model.target_bn_frames, cache=d.cache)
         bn = DataLoader(frames, batch_size=d.batch_size, **loader.workers(min(d.workers, 2)))
-    return Streams(labelled_stream, target, DataLoader(val, batch_size=1, **loader.workers(min(d.workers, 2))), bn)
+    val_loader = DataLoader(val, batch_size=1, **loader.workers(min(d.workers, 2))) if val is not None else None
+    return Streams(labelled_stream, target, val_loader, bn)
 
 
 def _fda_style(cfg: TrainConfig) -> FourierStyle | None:
