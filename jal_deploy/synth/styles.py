@@ -122,13 +122,12 @@ COMPOSITION = ("p_building", "street_tree_gap", "verge_trees")
 # by realism alone or by geometry alone. Only the Cityscapes-format target changes; the sources never do.
 SHIFTS = ("colour", "appearance", "geometry")
 
-# `appearance`: the source's world seen through a real camera. No colour swap and no hue rotation (class
-# colours stay where the sources have them); coarser, stronger texture, cast shadows, depth haze, an S-shaped
-# tone curve, blur, sensor noise and JPEG.
-APPEARANCE_SHIFT = Appearance(saturation=0.92, brightness=0.96, gamma=1.12, tint_jitter=0.14, frame_jitter=0.08,
-                              texture=2.0, texture_cell=1.8, light_gradient=0.25, vignette=0.20, blur_sigma=0.9,
-                              noise_sigma=6.0, jpeg_quality=60, s_curve=0.6, shadows=0.45, haze=0.35,
-                              visibility=70.0)
+# `appearance`: GTA5's world, colour grading and camera seen as a real camera would. No colour swap and no hue
+# rotation (class colours stay where the source has them); coarser, stronger texture, cast shadows, depth haze,
+# an S-shaped tone curve, a stronger lighting ramp and vignette, blur, sensor noise and JPEG.
+APPEARANCE_SHIFT = replace(DOMAINS["gta5"].appearance, contrast=1.0, tint_jitter=0.14, frame_jitter=0.08,
+                           texture=2.0, texture_cell=1.8, light_gradient=0.25, vignette=0.15, blur_sigma=0.9,
+                           noise_sigma=6.0, jpeg_quality=60, s_curve=0.5, shadows=0.35, haze=0.3, visibility=70.0)
 
 # `geometry`: rendered like GTA5, seen from another camera in other streets: a low, pitched-up camera with a
 # long lens (horizon well below the source's, objects larger), vehicles and people 15 % larger, wide built-up
