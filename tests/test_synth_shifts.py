@@ -89,7 +89,7 @@ def test_the_sources_do_not_depend_on_the_shift(trees):
 
 def test_unknown_shift_is_refused(tmp_path):
     with pytest.raises(SynthError, match="unknown shift"):
-        generate(tmp_path / "x", counts=TINY, size=SIZE, progress=False, workers=1, shift="weather")
+        generate(tmp_path / "x", counts=TINY, size=SIZE, progress=False, workers=1, shift="snow")
     assert not (tmp_path / "x").exists()
     res = CliRunner().invoke(data_main, ["synth", "--out", str(tmp_path / "y"), "--shift", "hue"])
     assert res.exit_code == 2 and "colour" in res.output and "geometry" in res.output
@@ -132,7 +132,8 @@ def _frames(domain, stream):
 
 
 def _stats(frames):
-    """Mean colour and grey-level spread of each STUFF class (base material pixels), label shares, horizon."""
+    """Mean colour and grey-level spread of each STUFF class (base material pixels), label shares, horizon,
+    and the mean grey-level standard deviation of a frame (its global contrast)."""
     colour, spread = {}, {}
     for name, cls in STUFF.items():
         px = np.concatenate([img[(s.label == cls) & (s.material == cls)] for s, img in frames]).astype(np.float64)
@@ -141,7 +142,8 @@ def _stats(frames):
     shares = {n: counts[c] / counts.sum() for n, c in (("road", M.ROAD), ("car", M.CAR), ("vegetation", M.VEGETATION),
                                                         ("building", M.BUILDING), ("sky", M.SKY))}
     horizon = np.mean([s.camera.horizon / s.label.shape[0] for s, _ in frames])
-    return colour, spread, shares, horizon
+    contrast = np.mean([cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).std() for _, img in frames])
+    return colour, spread, shares, horizon, contrast
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +192,16 @@ def test_geometry_moves_the_horizon_and_the_class_shares_not_the_colours(measure
     assert geo[2]["road"] < 0.85 * src[2]["road"], (geo[2], src[2])
     d = np.mean(list(_distance(geo, src).values()))
     assert d < 0.25 * np.mean(list(_distance(col, src).values())), d
+
+
+def test_weather_fogs_the_frames_without_a_colour_swap(measured):
+    src, tgt = measured
+    weather = tgt["weather"]
+    assert weather[4] < 0.85 * src[4], (weather[4], src[4])            # fog and dull light: less contrast
+    assert weather[1]["sky"] < 0.5 * src[1]["sky"], (weather[1], src[1])  # an even grey sky
+    assert np.linalg.norm(weather[0]["road"] - src[0]["road"]) < 20     # no swap: the road is still asphalt
+    assert domains(True, "weather")["cityscapes"].appearance.swaps == ()
+    assert abs(weather[3] - src[3]) < 0.03 and weather[2] == tgt["appearance"][2]  # GTA5's camera and streets
 
 
 def test_cli_records_the_shift(tmp_path):

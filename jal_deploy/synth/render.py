@@ -1,7 +1,7 @@
 """Render a scene in a domain's style: palette lookup, object tints, procedural texture, lighting, tone
 curve, blur, sensor noise and (target) JPEG artefacts. Everything is whole-array NumPy/OpenCV work.
 
-The `appearance` target shift adds cast shadows and depth haze; both only change colours (labels are the
+The `appearance` and `weather` target shifts add cast shadows, depth haze and rain; both only change colours (labels are the
 scene's), and both draw nothing from the generator when off, so the other styles render as before."""
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _grid(H: int, W: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 GROUND = np.isin(np.arange(M.N_MATERIALS), [M.ROAD, M.SIDEWALK, M.TERRAIN, M.LANE, M.KERB, M.RAIL])
 FACADE = np.isin(np.arange(M.N_MATERIALS), [M.BUILDING, M.WALL, M.WINDOW, M.WINDOW_LIT, M.GLASS, M.ROOF])
-HAZE_REF_HEIGHT = 8.0  # metres above the eye assumed for pixels above the horizon (typical facade height)
+HAZE_REF_HEIGHT = 5.0  # metres above the eye assumed for pixels above the horizon (tree crowns, low facades)
 
 
 def _shadows(scene: Scene, rng: np.random.Generator, strength: float) -> np.ndarray:
@@ -64,6 +64,21 @@ def _shadows(scene: Scene, rng: np.random.Generator, strength: float) -> np.ndar
     shade |= (xs[None, :] > 0) & FACADE[scene.material]
     soft = cv2.GaussianBlur(shade.astype(np.float32), (0, 0), max(0.6, W / 512.0))
     return 1.0 - np.float32(strength) * soft
+
+
+def _rain(rng: np.random.Generator, H: int, W: int, opacity: float) -> np.ndarray:
+    """Blend weight (H, W) of rain streaks: thin, slightly slanted, motion-blurred lines in front of
+    everything (the camera sees the drops close up), about one per 300 pixels of the frame."""
+    s = W / 512.0
+    n = max(1, int(H * W / 300))
+    x, y = rng.uniform(0, W, n), rng.uniform(-0.1 * H, H, n)
+    length = rng.uniform(8.0, 20.0, n) * s
+    slant = rng.uniform(0.1, 0.2)
+    layer = np.zeros((H, W), np.float32)
+    ends = np.stack([x, y, x + slant * length, y + length], 1)
+    for x0, y0, x1, y1 in np.round(ends * (1 << SHIFT)).astype(np.int64):
+        cv2.line(layer, (int(x0), int(y0)), (int(x1), int(y1)), 1.0, 1, cv2.LINE_AA, SHIFT)
+    return np.float32(opacity) * cv2.GaussianBlur(layer, (0, 0), max(0.5, 0.8 * s))
 
 
 def _haze_alpha(scene: Scene, app: Appearance) -> np.ndarray:
@@ -107,6 +122,9 @@ def render(scene: Scene, app: Appearance, rng: np.random.Generator,
         img *= _shadows(scene, rng, app.shadows)[..., None]
     if app.haze > 0:
         a = _haze_alpha(scene, app)[..., None]
+        img = img * (1.0 - a) + np.asarray(app.haze_rgb, np.float32) * a
+    if app.rain > 0:
+        a = _rain(rng, H, W, app.rain)[..., None]
         img = img * (1.0 - a) + np.asarray(app.haze_rgb, np.float32) * a
     out = cv2.LUT(np.clip(img, 0, 255).astype(np.uint8), tone_lut(app))
     if app.blur_sigma > 0:

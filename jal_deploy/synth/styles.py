@@ -39,6 +39,7 @@ class Appearance:
     haze: float = 0.0                  # blend toward the haze colour at infinite depth (0..1)
     haze_rgb: tuple[float, float, float] = (196.0, 202.0, 208.0)
     visibility: float = 80.0           # metres: depth at which the haze reaches 63 % of `haze`
+    rain: float = 0.0                  # rain streaks: opacity of the streak layer (0: none)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ COMPOSITION = ("p_building", "street_tree_gap", "verge_trees")
 # Target shift families (docs/synthetic-shifts.md). A benchmark whose target differs mainly by a colour
 # confusion rewards colour randomisation and says little about real shifts, so the target can instead differ
 # by realism alone or by geometry alone. Only the Cityscapes-format target changes; the sources never do.
-SHIFTS = ("colour", "appearance", "geometry")
+SHIFTS = ("colour", "appearance", "geometry", "weather")
 
 # `appearance`: GTA5's world, colour grading and camera seen as a real camera would. No colour swap and no hue
 # rotation (class colours stay where the source has them); coarser, stronger texture, cast shadows, depth haze,
@@ -128,6 +129,12 @@ SHIFTS = ("colour", "appearance", "geometry")
 APPEARANCE_SHIFT = replace(DOMAINS["gta5"].appearance, contrast=1.0, tint_jitter=0.14, frame_jitter=0.08,
                            texture=2.0, texture_cell=1.8, light_gradient=0.25, vignette=0.15, blur_sigma=0.9,
                            noise_sigma=6.0, jpeg_quality=60, s_curve=0.5, shadows=0.35, haze=0.3, visibility=70.0)
+
+# `weather`: GTA5's world on a wet, foggy day: no sun (no cast shadows, a flat lighting ramp), dense fog that
+# swallows everything beyond a few tens of metres, rain streaks, dull colours and a darker exposure.
+WEATHER_SHIFT = replace(DOMAINS["gta5"].appearance, saturation=0.75, brightness=0.9, contrast=0.9,
+                        frame_jitter=0.08, light_gradient=0.05, vignette=0.12, blur_sigma=0.7, noise_sigma=4.0,
+                        jpeg_quality=70, haze=0.6, haze_rgb=(178.0, 182.0, 186.0), visibility=60.0, rain=0.35)
 
 # `geometry`: rendered like GTA5, seen from another camera in other streets: a low, pitched-up camera with a
 # long lens (horizon well below the source's, objects larger), vehicles and people 15 % larger, wide built-up
@@ -146,6 +153,8 @@ def _target(shift: str) -> tuple[Domain, tuple[float, ...]]:
         return colour, label_shifted
     if shift == "appearance":
         return Domain("cityscapes", APPEARANCE_SHIFT, gta5.layout), label_shifted
+    if shift == "weather":
+        return Domain("cityscapes", WEATHER_SHIFT, gta5.layout), label_shifted
     if shift == "geometry":  # its class frequencies belong to the family, composition included
         return Domain("cityscapes", gta5.appearance, GEOMETRY_LAYOUT), \
             tuple(getattr(GEOMETRY_LAYOUT, k) for k in COMPOSITION)
@@ -155,8 +164,8 @@ def _target(shift: str) -> tuple[Domain, tuple[float, ...]]:
 def domains(label_shift: bool = True, shift: str = "colour") -> dict[str, Domain]:
     """The three domain styles, with the Cityscapes style of target shift family `shift`.
 
-    label_shift: the target streets have the family's composition (`COMPOSITION`: greener streets for colour
-    and appearance, built-up ones for geometry); without it they have GTA5's, and nothing else changes.
+    label_shift: the target streets have the family's composition (`COMPOSITION`: greener streets for colour,
+    appearance and weather, built-up ones for geometry); without it they have GTA5's, and nothing else changes.
     """
     if label_shift and shift == "colour":
         return DOMAINS
