@@ -33,16 +33,19 @@ from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SHIFTS, SynthError, g
                    "appearance: no colour swap; GTA5's streets and camera seen with realism effects: coarser "
                    "texture, cast shadows, depth haze, S-curve tone, blur, sensor noise, JPEG. "
                    "geometry: no colour swap, GTA5's rendering; a low pitched-up long-lens camera, 15 % larger "
-                   "vehicles and people, wide built-up streets with more traffic and pedestrians, few trees "
-                   "(docs/synthetic-shifts.md).")
+                   "vehicles, people and trees, wide built-up streets with about twice the traffic and "
+                   "pedestrians, few trees. "
+                   "weather: no colour swap; GTA5's streets and camera in fog and rain: depth fog, rain streaks, "
+                   "no sun, dull colours, lower exposure (docs/synthetic-shifts.md).")
 def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force, label_shift, shift):
     """Generate a small procedural street benchmark in the real GTA5, SYNTHIA and Cityscapes layouts.
 
     By default (--shift colour) the target (Cityscapes layout) differs from the sources in appearance, camera
     and class statistics, and swaps road<->sidewalk and building<->vegetation colours, so a source-only model
     makes structurally implausible predictions there that output-space adaptation can correct (README: "The
-    synthetic benchmark"). --shift appearance and --shift geometry give targets that differ by realism alone
-    or by geometry and class frequencies alone, to judge adaptation on other kinds of shift.
+    synthetic benchmark"). --shift appearance, weather and geometry give targets that differ by realism alone,
+    by weather alone, or by camera geometry and class frequencies alone, to judge adaptation on other kinds
+    of shift.
 
     \b
     Example:

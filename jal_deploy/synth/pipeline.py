@@ -112,7 +112,8 @@ def generate(out, seed: int = 0, counts: dict[str, int] | None = None, size: tup
     shift: the target shift family (`styles.SHIFTS`): "colour" (the original target: real-camera look, other
     camera and a road<->sidewalk, building<->vegetation colour swap), "appearance" (realism only: texture,
     shadows, haze, tone curve, blur, noise, JPEG; no swap) or "geometry" (GTA5's look; other camera, object
-    scale and class frequencies). Only the Cityscapes-format target depends on it; `synth.json` records it.
+    scale and class frequencies) or "weather" (fog, rain, dull light; no swap). Only the Cityscapes-format
+    target depends on it; `synth.json` records it.
     Raises SynthError if `out` is not empty and `force` is False.
     """
     if shift not in SHIFTS:

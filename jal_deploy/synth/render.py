@@ -1,8 +1,9 @@
 """Render a scene in a domain's style: palette lookup, object tints, procedural texture, lighting, tone
 curve, blur, sensor noise and (target) JPEG artefacts. Everything is whole-array NumPy/OpenCV work.
 
-The `appearance` and `weather` target shifts add cast shadows, depth haze and rain; both only change colours (labels are the
-scene's), and both draw nothing from the generator when off, so the other styles render as before."""
+The `appearance` and `weather` target shifts add cast shadows, depth haze and rain; these only change
+colours (labels are the scene's) and draw nothing from the generator when off, so the other styles render
+as before."""
 from __future__ import annotations
 
 import functools

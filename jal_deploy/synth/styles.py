@@ -2,6 +2,8 @@
 
 The three domains share one procedural world (`scene.py`) and one material table (`materials.py`); all
 their differences live here, as plain dataclasses that `synth.json` records. The README section "The synthetic benchmark" explains the choices.
+The Cityscapes-format target comes in several shift families (`SHIFTS`, `domains(shift=...)`,
+docs/synthetic-shifts.md); the sources are the same in all of them.
 """
 from __future__ import annotations
 
