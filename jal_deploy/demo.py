@@ -26,7 +26,10 @@ def _ensure_val(root: Path, frames: int, size: tuple[int, int], seed: int, progr
     manifest = root / "synth.json"
     if manifest.is_file():
         doc = json.loads(manifest.read_text())
-        if doc.get("seed") == seed and doc.get("size") == list(size) and doc.get("counts", {}).get("cs_val") == frames:
+        same = (doc.get("seed") == seed and doc.get("size") == list(size)
+                and doc.get("counts", {}).get("cs_val") == frames)
+        # the demo's target is the default one: a tree of another shift family or without the label shift differs
+        if same and doc.get("shift", "colour") == "colour" and doc.get("label_shift", True) is True:
             return root / "cityscapes"  # already generated with these settings: reuse
     generate(root, seed=seed, counts={"gta5": 0, "synthia": 0, "cs_train": 0, "cs_val": frames}, size=size,
              force=root.exists(), progress=progress)

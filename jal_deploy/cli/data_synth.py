@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from jal_deploy.cli import options
-from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SynthError, generate
+from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SHIFTS, SynthError, generate
 
 
 @click.command("synth", context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,28 +24,44 @@ from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SynthError, generate
 @click.option("--force", is_flag=True, help="Regenerate into a non-empty folder (replaces a previous synth).")
 @click.option("--label-shift/--no-label-shift", default=True, show_default=True,
               help="Target streets greener than the sources' (fewer building blocks, more trees). "
-                   "--no-label-shift gives them the GTA5 composition (README: \"label shift\").")
-def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force, label_shift):
+                   "--no-label-shift gives them the GTA5 composition (README: \"label shift\"). With "
+                   "--shift geometry the family's own built-up streets take the place of the greener ones.")
+@click.option("--shift", default="colour", show_default=True, type=click.Choice(SHIFTS),
+              help="Kind of target shift (Cityscapes-layout frames only; the sources never change). "
+                   "colour: the original target: real-camera look, lower camera with a hood, and "
+                   "road<->sidewalk, building<->vegetation colour swaps. "
+                   "appearance: no colour swap; GTA5's streets and camera seen with realism effects: coarser "
+                   "texture, cast shadows, depth haze, S-curve tone, blur, sensor noise, JPEG. "
+                   "geometry: no colour swap, GTA5's rendering; a low pitched-up long-lens camera, 15 % larger "
+                   "vehicles, people and trees, wide built-up streets with about twice the traffic and "
+                   "pedestrians, few trees. "
+                   "weather: no colour swap; GTA5's streets and camera in fog and rain: depth fog, rain streaks, "
+                   "no sun, dull colours, lower exposure (docs/synthetic-shifts.md).")
+def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force, label_shift, shift):
     """Generate a small procedural street benchmark in the real GTA5, SYNTHIA and Cityscapes layouts.
 
-    The target (Cityscapes layout) differs from the sources in appearance, camera and class statistics,
-    and swaps road<->sidewalk and building<->vegetation colours, so a source-only model makes structurally
-    implausible predictions there that output-space adaptation can correct (README: "The synthetic benchmark").
+    By default (--shift colour) the target (Cityscapes layout) differs from the sources in appearance, camera
+    and class statistics, and swaps road<->sidewalk and building<->vegetation colours, so a source-only model
+    makes structurally implausible predictions there that output-space adaptation can correct (README: "The
+    synthetic benchmark"). --shift appearance, weather and geometry give targets that differ by realism alone,
+    by weather alone, or by camera geometry and class frequencies alone, to judge adaptation on other kinds
+    of shift.
 
     \b
     Example:
       jal-data synth --out data/synth                      # 200/200/200/100 frames at 512x256
       jal-data synth --out data/tiny --gta5 20 --synthia 20 --cs-train 20 --cs-val 10 --size 256x128
+      jal-data synth --out data/synth-geometry --shift geometry
     """
     counts = {"gta5": gta5, "synthia": synthia, "cs_train": cs_train, "cs_val": cs_val}
     try:
         s = generate(out, seed=seed, counts=counts, size=size, force=force, progress=True, workers=workers,
-                     label_shift=label_shift)
+                     label_shift=label_shift, shift=shift)
     except SynthError as e:
         raise click.ClickException(str(e)) from None
     w, h = s["size"]
     click.echo(f"Wrote {s['frames']} frames at {w}x{h} to {s['out']} in {s['seconds']:.1f} s "
-               f"({s['workers']} workers, seed {s['seed']}):")
+               f"({s['workers']} workers, seed {s['seed']}, target shift {s['shift']}):")
     for sub, n in s["counts"].items():
         if n:
             frac = s["class_pixel_fraction"][sub]

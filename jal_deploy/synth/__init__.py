@@ -10,8 +10,8 @@ Pure NumPy + OpenCV (+ Pillow for GTA5's palette labels); never imports torch. T
     generate_video("street.mp4", seed=0, frames=75, fps=15.0)   # a drive through one street (video.py)
 """
 from jal_deploy.synth.pipeline import DEFAULT_COUNTS, DEFAULT_SIZE, MANIFEST, VERSION, SynthError, generate
-from jal_deploy.synth.styles import DOMAINS
+from jal_deploy.synth.styles import DOMAINS, SHIFTS
 from jal_deploy.synth.video import generate_video
 
 __all__ = ["generate", "generate_video", "SynthError", "DEFAULT_COUNTS", "DEFAULT_SIZE", "MANIFEST", "VERSION",
-           "DOMAINS"]
+           "DOMAINS", "SHIFTS"]

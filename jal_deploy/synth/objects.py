@@ -114,10 +114,10 @@ def tree(cv, cam, rng, x, z, minpx, scale=1.0, tint=(1, 1, 1)):
         cv.ellipse(fl.p(dx, th + r * 0.8 + dy), (a, a * asp / r), M.VEGETATION, M.VEGETATION, t * sh)
 
 
-def person(cv, cam, rng, x, z, cls=M.PERSON, height=None, fl=None, inst=None):
-    """Standing/walking pedestrian as a flat cut-out facing the camera."""
+def person(cv, cam, rng, x, z, cls=M.PERSON, height=None, fl=None, inst=None, scale=1.0):
+    """Standing/walking pedestrian as a flat cut-out facing the camera (`scale`: of the drawn height)."""
     inst = inst or cv.new_instance(cls)
-    H = height or rng.uniform(1.55, 1.95)
+    H = (height or rng.uniform(1.55, 1.95)) * scale
     fl = fl or Flat(cam, x, z)
     shirt, legs = jitter(rng, CLOTHES[rng.integers(len(CLOTHES))]), jitter(rng, CLOTHES[rng.integers(len(CLOTHES))])
     skin = jitter(rng, (1, 1, 1), 0.25)
@@ -179,12 +179,13 @@ VEHICLE_LENGTH = {"car": (4.0, 4.8), "truck": (7.5, 10.0), "bus": (10.5, 12.5), 
 VEHICLE_HALF_WIDTH = {"car": 0.98, "truck": 1.23, "bus": 1.28, "tram": 1.2}
 
 
-def vehicle(cv, cam, rng, kind, xc, z0, facing, L, tint_jitter=0.1):
-    """Car / truck / bus / tram of length L seen from behind (facing=+1) or from the front (facing=-1)."""
+def vehicle(cv, cam, rng, kind, xc, z0, facing, L, tint_jitter=0.1, scale=1.0):
+    """Car / truck / bus / tram of length L seen from behind (facing=+1) or from the front (facing=-1);
+    `scale` multiplies its width and height (the caller scales L)."""
     cls = {"car": M.CAR, "truck": M.TRUCK, "bus": M.BUS, "tram": M.TRAIN}[kind]
     inst = cv.new_instance(cls)
-    w = rng.uniform(1.7, 1.95) if kind == "car" else 2 * VEHICLE_HALF_WIDTH[kind]
-    H = {"car": rng.uniform(1.35, 1.6), "truck": rng.uniform(3.2, 3.8), "bus": 3.1, "tram": 3.3}[kind]
+    w = (rng.uniform(1.7, 1.95) if kind == "car" else 2 * VEHICLE_HALF_WIDTH[kind]) * scale
+    H = {"car": rng.uniform(1.35, 1.6), "truck": rng.uniform(3.2, 3.8), "bus": 3.1, "tram": 3.3}[kind] * scale
     x0, x1, z1 = xc - w / 2, xc + w / 2, z0 + L
     paint = jitter(rng, CAR_PAINT[rng.integers(len(CAR_PAINT))] if kind in ("car", "truck") else (1, 1, 1),
                  tint_jitter)

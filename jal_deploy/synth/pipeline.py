@@ -23,7 +23,7 @@ from jal_deploy.labels import CLASS_NAMES_19
 from jal_deploy.synth import writers
 from jal_deploy.synth.render import render
 from jal_deploy.synth.scene import make_scene
-from jal_deploy.synth.styles import domains
+from jal_deploy.synth.styles import SHIFTS, domains
 
 VERSION = "1.0"
 MANIFEST = "synth.json"        # written last: its presence means a complete generation
@@ -40,8 +40,8 @@ class SynthError(Exception):
 
 
 def _frame(task: tuple) -> tuple[str, str, np.ndarray]:
-    subset, index, seed, size, out, label_shift = task
-    domain = domains(label_shift)[SUBSETS[subset][0]]
+    subset, index, seed, size, out, label_shift, shift = task
+    domain = domains(label_shift, shift)[SUBSETS[subset][0]]
     rng = np.random.default_rng(np.random.SeedSequence([seed, SUBSETS[subset][1], index]))
     scene = make_scene(domain, rng, *size)
     image = render(scene, domain.appearance, rng)
@@ -90,11 +90,11 @@ def _prepare(out: Path, force: bool) -> None:
         shutil.rmtree(out / t)
 
 
-def _manifest(seed, counts, size, fractions, label_shift) -> str:
+def _manifest(seed, counts, size, fractions, label_shift, shift) -> str:
     styles = {name: {"appearance": dataclasses.asdict(d.appearance), "layout": dataclasses.asdict(d.layout)}
-              for name, d in domains(label_shift).items()}
+              for name, d in domains(label_shift, shift).items()}
     doc = {"generator": "jal-data synth", "version": VERSION, "seed": seed,
-           "size": list(size), "counts": counts, "label_shift": label_shift,
+           "size": list(size), "counts": counts, "label_shift": label_shift, "shift": shift,
            "trees": {"gta5": "gta5", "synthia": "synthia", "cityscapes": "cityscapes"},
            "subsets": {k: {"style": v[0], "seed_stream": v[1]} for k, v in SUBSETS.items()},
            "styles": styles, "class_pixel_fraction": fractions}
@@ -102,14 +102,22 @@ def _manifest(seed, counts, size, fractions, label_shift) -> str:
 
 
 def generate(out, seed: int = 0, counts: dict[str, int] | None = None, size: tuple[int, int] = DEFAULT_SIZE,
-             force: bool = False, progress: bool = True, workers: int | None = None, label_shift: bool = True) -> dict:
+             force: bool = False, progress: bool = True, workers: int | None = None, label_shift: bool = True,
+             shift: str = "colour") -> dict:
     """Generate the synthetic GTA5 / SYNTHIA / Cityscapes benchmark under `out`.
 
     counts: frames per subset (keys gta5, synthia, cs_train, cs_val; missing keys take DEFAULT_COUNTS).
     size: (width, height) of every frame. Returns a summary dict (paths, counts, seconds, class fractions).
     label_shift=False: the target streets have the source's composition (`styles.domains`).
+    shift: the target shift family (`styles.SHIFTS`): "colour" (the original target: real-camera look, other
+    camera and a road<->sidewalk, building<->vegetation colour swap), "appearance" (realism only: texture,
+    shadows, haze, tone curve, blur, noise, JPEG; no swap) or "geometry" (GTA5's look; other camera, object
+    scale and class frequencies) or "weather" (fog, rain, dull light; no swap). Only the Cityscapes-format
+    target depends on it; `synth.json` records it.
     Raises SynthError if `out` is not empty and `force` is False.
     """
+    if shift not in SHIFTS:
+        raise SynthError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
     counts = {**DEFAULT_COUNTS, **(counts or {})}
     unknown = set(counts) - set(SUBSETS)
     if unknown:
@@ -124,7 +132,7 @@ def generate(out, seed: int = 0, counts: dict[str, int] | None = None, size: tup
     out.mkdir(parents=True, exist_ok=True)
     counts = {k: int(counts[k]) for k in SUBSETS}
     write_text(out / IN_PROGRESS, "jal-data synth\n")
-    tasks = [(s, i, int(seed), (W, H), str(out), bool(label_shift)) for s in SUBSETS for i in range(counts[s])]
+    tasks = [(s, i, int(seed), (W, H), str(out), bool(label_shift), shift) for s in SUBSETS for i in range(counts[s])]
     workers = workers or min(8, os.cpu_count() or 1)
     start = time.perf_counter()
     names: dict[str, list[str]] = {s: [] for s in SUBSETS}
@@ -164,10 +172,10 @@ def generate(out, seed: int = 0, counts: dict[str, int] | None = None, size: tup
             write_text(path, "".join(n + "\n" for n in sorted(names[s])))
     fractions = {s: {n: round(float(c) / max(1, int(pixels[s].sum())), 6)
                      for n, c in zip(CLASS_NAMES_19 + ("void",), pixels[s])} for s in SUBSETS if counts[s]}
-    write_text(out / MANIFEST, _manifest(seed, counts, (W, H), fractions, bool(label_shift)))
+    write_text(out / MANIFEST, _manifest(seed, counts, (W, H), fractions, bool(label_shift), shift))
     (out / IN_PROGRESS).unlink()
     seconds = time.perf_counter() - start
     return {"out": str(out), "seed": seed, "size": [W, H], "counts": counts, "frames": len(tasks),
-            "label_shift": bool(label_shift),
+            "label_shift": bool(label_shift), "shift": shift,
             "seconds": round(seconds, 2), "workers": used,
             "lists": {s: str(p) for s, p in lists.items() if counts[s]}, "class_pixel_fraction": fractions}

@@ -159,6 +159,7 @@ def make_scene(domain: Domain, rng: np.random.Generator, width: int, height: int
     if not 0.0 <= travel <= drive:
         raise ValueError(f"need 0 <= travel <= drive, got travel={travel}, drive={drive}")
     L, tj = domain.layout, domain.appearance.tint_jitter
+    k = L.object_scale  # 1.0 in every benchmark style but the geometry shift: then x * k == x exactly
     minpx = 4.0 * width / 512.0     # poles at least 4 px wide at 512 px
     h = rng.uniform(*L.cam_height)
     hz = max(0.05, rng.uniform(*L.horizon) - L.horizon_per_metre * (h - L.cam_height[0]))
@@ -193,10 +194,10 @@ def make_scene(domain: Domain, rng: np.random.Generator, width: int, height: int
                     drive=drive, end=z1)
             else:
                 for z in np.arange(z0, z1, rng.uniform(3.5, 6.0)):
-                    add(0, z, O.tree, edge + side * rng.uniform(14, 22), z, minpx, rng.uniform(1.3, 2.0))
+                    add(0, z, O.tree, edge + side * rng.uniform(14, 22), z, minpx, rng.uniform(1.3, 2.0) * k)
             for _ in range(rng.poisson(L.verge_trees * (z1 - z0) / 20)):
                 z = rng.uniform(max(z0, 2.0), max(z1, 2.5))
-                add(1, z, O.tree, edge + side * rng.uniform(1.5, 10), z, minpx, rng.uniform(0.9, 1.4))
+                add(1, z, O.tree, edge + side * rng.uniform(1.5, 10), z, minpx, rng.uniform(0.9, 1.4) * k)
         r, p_hedge = rng.random(), (0.1 if L.terrain else 0.3)
         frontage = "wall" if r < L.p_wall else "fence" if r < L.p_wall + L.p_fence else \
             "hedge" if r < L.p_wall + L.p_fence + p_hedge else None
@@ -217,11 +218,11 @@ def make_scene(domain: Domain, rng: np.random.Generator, width: int, height: int
             z = rng.uniform(2.0, L.street_tree_gap)
             while z < 90.0 + drive:
                 if not in_cross(z):
-                    add(3, z, O.tree, outer - side * 0.9, z, minpx)
+                    add(3, z, O.tree, outer - side * 0.9, z, minpx, k)
                 z += L.street_tree_gap * rng.uniform(0.6, 1.4)
         for _ in range(rng.poisson(L.persons_per_100m * 0.4 * (1.0 + drive / 37.0))):
             z = rng.uniform(3.0, 40.0 + drive)
-            add(3, z, O.person, rng.uniform(min(kerb, outer) + 0.4, max(kerb, outer) - 0.4), z)
+            add(3, z, O.person, rng.uniform(min(kerb, outer) + 0.4, max(kerb, outer) - 0.4), z, scale=k)
         for _ in range(rng.poisson(L.statics_per_100m * 0.5 * (1.0 + drive / 37.0))):
             z = rng.uniform(3.0, 40.0 + drive)
             add(3, z, O.static_object, kerb + side * rng.uniform(0.3, 1.0), z)
@@ -235,7 +236,7 @@ def make_scene(domain: Domain, rng: np.random.Generator, width: int, height: int
             z = rng.uniform(c0 - 3.8, c0 - 1.0)
             x = rng.uniform(st.xl + 0.5, st.xr - 0.5)
             if not (drive and abs(x) < EGO_CLEAR):  # a drive does not run anyone over
-                add(3, z, O.person, x, z)
+                add(3, z, O.person, x, z, scale=k)
     for _ in range(rng.poisson(L.riders * (1.0 + drive / 30.0))):
         z = rng.uniform(5.0, 35.0 + drive)
         x = st.xr - 1.0 if rng.random() < 0.6 else st.xl + 1.0
@@ -256,7 +257,7 @@ def make_scene(domain: Domain, rng: np.random.Generator, width: int, height: int
     for i, (xc, facing) in enumerate(lanes):
         pace = _pace(xc, facing, drive)
         if i == tram_lane:
-            plan = [(rng.uniform(8.0, 40.0), "tram", rng.uniform(*O.VEHICLE_LENGTH["tram"]))]
+            plan = [(rng.uniform(8.0, 40.0), "tram", rng.uniform(*O.VEHICLE_LENGTH["tram"]) * k)]
         else:
             rate = L.parked_per_100m if facing == 0 else L.cars_per_100m
             plan = []
@@ -264,15 +265,15 @@ def make_scene(domain: Domain, rng: np.random.Generator, width: int, height: int
             while z < 110.0 + (1.0 - pace) * drive:   # enough traffic to last the drive
                 r = rng.random()
                 kind = "bus" if facing and r < L.p_bus else "truck" if facing and r < L.p_bus + L.p_truck else "car"
-                length = rng.uniform(*O.VEHICLE_LENGTH[kind])
+                length = rng.uniform(*O.VEHICLE_LENGTH[kind]) * k
                 if not (facing == 0 and in_cross(z)):
                     plan.append((z, kind, length))
                 z += length + 1.5 + rng.exponential(100.0 / rate)
         for z, kind, length in plan:
             z = z + pace * travel  # where the vehicle has got to by this frame
             add(3, z, O.vehicle, kind, xc, z, facing or (1 if rng.random() < 0.7 else -1), length, tj,
-                end=z + length)
-            footprints.append((xc, O.VEHICLE_HALF_WIDTH[kind] + 0.15, z, length))
+                scale=k, end=z + length)
+            footprints.append((xc, O.VEHICLE_HALF_WIDTH[kind] * k + 0.15, z, length))
 
     paint_ground(cv, cam, st, L.terrain)
     shadows = []

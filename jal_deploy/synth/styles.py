@@ -2,6 +2,8 @@
 
 The three domains share one procedural world (`scene.py`) and one material table (`materials.py`); all
 their differences live here, as plain dataclasses that `synth.json` records. The README section "The synthetic benchmark" explains the choices.
+The Cityscapes-format target comes in several shift families (`SHIFTS`, `domains(shift=...)`,
+docs/synthetic-shifts.md); the sources are the same in all of them.
 """
 from __future__ import annotations
 
@@ -31,6 +33,15 @@ class Appearance:
     blur_sigma: float = 0.0            # Gaussian blur, pixels at 512 px width (scaled with the frame)
     noise_sigma: float = 0.0           # sensor noise, grey levels (rendered sources have none)
     jpeg_quality: int = 0              # 0: no JPEG round trip
+    # Realism effects of the `appearance` target shift (0: off, and no random draws, so older styles render
+    # byte for byte as before); none of them touches a label.
+    texture_cell: float = 1.0          # scale of the mid / coarse texture feature sizes
+    s_curve: float = 0.0               # blend of the tone curve toward a smoothstep S-curve (0..1)
+    shadows: float = 0.0               # darkening of cast shadows across the road and one facade (0..1)
+    haze: float = 0.0                  # blend toward the haze colour at infinite depth (0..1)
+    haze_rgb: tuple[float, float, float] = (196.0, 202.0, 208.0)
+    visibility: float = 80.0           # metres: depth at which the haze reaches 63 % of `haze`
+    rain: float = 0.0                  # rain streaks: opacity of the streak layer (0: none)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,7 @@ class Layout:
     statics_per_100m: float = 3.0                      # bins/bollards, labelled void ('static')
     terrain: bool = True                               # False: green verges are paved instead
     hood: tuple[float, float] = (0.0, 0.0)             # ego-vehicle hood height, fraction of the height
+    object_scale: float = 1.0                          # physical size of vehicles, people and trees
 
 
 @dataclass(frozen=True)
@@ -108,14 +120,61 @@ DOMAINS: dict[str, Domain] = {
 # which makes the swap visible in the outputs' statistics (README, "label shift").
 COMPOSITION = ("p_building", "street_tree_gap", "verge_trees")
 
+# Target shift families (docs/synthetic-shifts.md). A benchmark whose target differs mainly by a colour
+# confusion rewards colour randomisation and says little about real shifts, so the target can instead differ
+# by realism alone or by geometry alone. Only the Cityscapes-format target changes; the sources never do.
+SHIFTS = ("colour", "appearance", "geometry", "weather")
 
-def domains(label_shift: bool = True) -> dict[str, Domain]:
-    """The three domain styles; without `label_shift`, the Cityscapes style's street composition is GTA5's
-    (camera, traffic, appearance and colour swap unchanged)."""
-    if label_shift:
+# `appearance`: GTA5's world, colour grading and camera seen as a real camera would. No colour swap and no hue
+# rotation (class colours stay where the source has them); coarser, stronger texture, cast shadows, depth haze,
+# an S-shaped tone curve, a stronger lighting ramp and vignette, blur, sensor noise and JPEG.
+APPEARANCE_SHIFT = replace(DOMAINS["gta5"].appearance, contrast=1.0, tint_jitter=0.14, frame_jitter=0.08,
+                           texture=2.0, texture_cell=1.8, light_gradient=0.25, vignette=0.15, blur_sigma=0.9,
+                           noise_sigma=6.0, jpeg_quality=60, s_curve=0.5, shadows=0.35, haze=0.3, visibility=70.0)
+
+# `weather`: GTA5's world on a wet, foggy day: no sun (no cast shadows, a flat lighting ramp), dense fog that
+# swallows everything beyond a few tens of metres, rain streaks, dull colours and a darker exposure.
+WEATHER_SHIFT = replace(DOMAINS["gta5"].appearance, saturation=0.75, brightness=0.9, contrast=0.9,
+                        frame_jitter=0.08, light_gradient=0.05, vignette=0.12, blur_sigma=0.7, noise_sigma=4.0,
+                        jpeg_quality=70, haze=0.6, haze_rgb=(178.0, 182.0, 186.0), visibility=60.0, rain=0.35)
+
+# `geometry`: rendered like GTA5, seen from another camera in other streets: a low, pitched-up camera with a
+# long lens (horizon well below the source's, objects larger), vehicles and people 15 % larger, wide built-up
+# streets with about twice the traffic and pedestrians and few trees.
+GEOMETRY_LAYOUT = Layout(cam_height=(1.0, 1.3), horizon=(0.55, 0.62), focal=(0.85, 1.05), yaw=0.03, lanes=(3, 5),
+                         sidewalk=(3.5, 6.0), p_building=0.9, p_wall=0.1, p_fence=0.05, street_tree_gap=45.0,
+                         verge_trees=0.5, cars_per_100m=10.0, parked_per_100m=9.0, p_truck=0.12, p_bus=0.10,
+                         p_tram=0.15, persons_per_100m=12.0, riders=1.5, parked_bikes=1.0, object_scale=1.15)
+
+
+def _target(shift: str) -> tuple[Domain, tuple[float, ...]]:
+    """The target style of a shift family and the street composition its label shift brings."""
+    colour, gta5 = DOMAINS["cityscapes"], DOMAINS["gta5"]
+    label_shifted = tuple(getattr(colour.layout, k) for k in COMPOSITION)  # the greener target streets
+    if shift == "colour":
+        return colour, label_shifted
+    if shift == "appearance":
+        return Domain("cityscapes", APPEARANCE_SHIFT, gta5.layout), label_shifted
+    if shift == "weather":
+        return Domain("cityscapes", WEATHER_SHIFT, gta5.layout), label_shifted
+    if shift == "geometry":  # its class frequencies belong to the family, composition included
+        return Domain("cityscapes", gta5.appearance, GEOMETRY_LAYOUT), \
+            tuple(getattr(GEOMETRY_LAYOUT, k) for k in COMPOSITION)
+    raise ValueError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
+
+
+def domains(label_shift: bool = True, shift: str = "colour") -> dict[str, Domain]:
+    """The three domain styles, with the Cityscapes style of target shift family `shift`.
+
+    label_shift: the target streets have the family's composition (`COMPOSITION`: greener streets for colour,
+    appearance and weather, built-up ones for geometry); without it they have GTA5's, and nothing else changes.
+    """
+    if label_shift and shift == "colour":
         return DOMAINS
-    source, target = DOMAINS["gta5"].layout, DOMAINS["cityscapes"]
-    layout = replace(target.layout, **{k: getattr(source, k) for k in COMPOSITION})
+    target, composition = _target(shift)
+    source = DOMAINS["gta5"].layout
+    values = composition if label_shift else tuple(getattr(source, k) for k in COMPOSITION)
+    layout = replace(target.layout, **dict(zip(COMPOSITION, values)))
     return {**DOMAINS, "cityscapes": replace(target, layout=layout)}
 
 
@@ -147,7 +206,10 @@ def palette(app: Appearance, rng: np.random.Generator | None = None) -> np.ndarr
 
 
 def tone_lut(app: Appearance) -> np.ndarray:
-    """uint8 LUT applying gamma and contrast (around mid grey)."""
+    """uint8 LUT applying gamma, contrast (around mid grey) and, if set, an S-curve (real cameras' tone curve)."""
     x = np.arange(256, dtype=np.float64) / 255.0
     y = (x ** app.gamma - 0.5) * app.contrast + 0.5
+    if app.s_curve:
+        c = np.clip(y, 0.0, 1.0)
+        y = (1.0 - app.s_curve) * c + app.s_curve * c * c * (3.0 - 2.0 * c)
     return np.clip(np.round(y * 255.0), 0, 255).astype(np.uint8)
