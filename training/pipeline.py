@@ -196,7 +196,7 @@ def _model_record(cfg: TrainConfig, checkpoint: Path, seconds: float, extra: dic
               "iterations": cfg.last_iteration, "method": cfg.method.name, "signals": signals,
               **extra}
     if inputs.val_root:
-        record["val"] = _val_miou(checkpoint, inputs.val_root, cfg)
+        record["val"] = val_miou(checkpoint, inputs.val_root, cfg)
     return record
 
 
@@ -206,7 +206,7 @@ def _device(cfg: TrainConfig) -> str:
     return "cuda" if cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available()) else "cpu"
 
 
-def _val_miou(checkpoint: Path, val_root: str, cfg: TrainConfig) -> dict:
+def val_miou(checkpoint: Path, val_root: str, cfg: TrainConfig) -> dict:
     """mIoU % and per-class IoU % of a stage's model on the labelled val (reported only, never chosen by)."""
     import torch
     from torch.utils.data import DataLoader
@@ -235,16 +235,21 @@ def _pick(stage: Stage, records: dict) -> dict:
 
 
 def _export(stage: Stage, folder: Path, inputs: Inputs, records: dict, log) -> dict:
-    from export.api import export_checkpoint
+    from export.api import ExportError, export_checkpoint
 
     source = next((r for r in reversed(records.values()) if r["kind"] == "pick"), None)
     source = source or next(r for r in reversed(records.values()) if "checkpoint" in r)
     checkpoint = folder.parent / source["checkpoint"]
     target = inputs.target_root or read_checkpoint(checkpoint)["config"]["data"]["target_root"]
-    report = export_checkpoint(checkpoint, folder, fp16=bool(stage.export.get("fp16")),
-                               int8_calibration=target if stage.export.get("int8") else None,
-                               output=stage.export.get("output", "labels"), val_root=inputs.val_root or None,
-                               log=log)
+    try:
+        export_checkpoint(checkpoint, folder, fp16=bool(stage.export.get("fp16")),
+                          int8_calibration=target if stage.export.get("int8") else None,
+                          output=stage.export.get("output", "labels"), val_root=inputs.val_root or None, log=log)
+    except ExportError as e:  # a failed int8 or fp16 file is removed; the fp32 ONNX is what the recipe needs
+        if not (folder / f"{checkpoint.stem}.onnx").is_file():
+            raise PipelineError(f"stage {stage.name}: {e}") from None
+        log(f"stage {stage.name}: {e}")
+    report = json.loads((folder / "parity.json").read_text())
     files = sorted(p.name for p in folder.iterdir() if p.suffix == ".onnx")
     return {"from": source["name"], "checkpoint": source["checkpoint"], "files": files, "status": report["status"],
             "parity": report["parity"]}
