@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +19,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").rglob("*.md"))
 PAGES = [ROOT / "README.md", *DOCS]                    # where commands are parsed
 PROSE = [*PAGES, ROOT / "models" / "README.md"]         # where paths and numbers are checked
-SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def project_scripts() -> dict[str, str]:
+    """[project.scripts] of pyproject.toml (read by hand: tomllib is Python 3.11+, the package supports 3.10)."""
+    section = re.search(r"^\[project\.scripts\]\n(.*?)(?=^\[|\Z)", (ROOT / "pyproject.toml").read_text(), re.M | re.S)
+    return dict(re.findall(r'^([\w-]+)\s*=\s*"([^"]+)"', section.group(1), re.M))
+
+
+SCRIPTS = project_scripts()
 SHELL_FENCES = {"", "bash", "sh", "shell", "console", "zsh"}  # fences whose lines are commands
 OPERATORS = {"&&", "||", ";", "|", "&"}
 
