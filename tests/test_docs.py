@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
+
+from jal_deploy.cli import extras
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +112,8 @@ def all_commands() -> list[Command]:
 
 
 def load_cli(program: str) -> click.Command:
-    module, _, attr = SCRIPTS[program].partition(":")
+    """The Click object behind a console script (the entry points are shims that name a missing extra)."""
+    module, _, attr = extras.COMMANDS[program][0].partition(":")
     return getattr(importlib.import_module(module), attr)
 
 

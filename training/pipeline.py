@@ -256,12 +256,13 @@ def _export(stage: Stage, folder: Path, inputs: Inputs, records: dict, log) -> d
 
 
 def _final(records: dict, stages: list[Stage]) -> dict:
-    pick = next((records[s.name] for s in stages if s.kind == "pick" and s.name in records), None)
-    export = next((records[s.name] for s in stages if s.kind == "export" and s.name in records), None)
+    """The model the pipeline delivers: the pick's choice (without a pick stage, the last model stage) and its
+    exported files."""
+    pick = next((records[s.name] for s in stages if s.kind == "pick"), None)
+    export = next((records[s.name] for s in stages if s.kind == "export"), None)
     model = pick["choice"] if pick else [s.name for s in stages if s.makes_model][-1]
-    return {"stage": model, "checkpoint": records[model]["checkpoint"],
-            "onnx": [f"{next(r['folder'] for r in records.values() if r is export)}/{f}" for f in export["files"]]
-            if export else []}
+    onnx = [f"{export['folder']}/{f}" for f in export["files"]] if export else []
+    return {"stage": model, "checkpoint": records[model]["checkpoint"], "onnx": onnx}
 
 
 def format_summary(summary: dict) -> str:

@@ -21,9 +21,23 @@ def install_line(command: str, module: str, extras: str) -> str:
             f"pip install 'jal-deploy[{extras}]'  (from a clone: pip install -e '.[{extras}]')")
 
 
-def run(target: str, command: str, extras: str, summary: str) -> None:
-    """Import `module:attr` and call it; a missing optional package becomes one line naming the extras the command
-    needs (exit 1; `--help` prints `summary` with that line and exits 0)."""
+# command -> (its Click object, the extras it needs, what it does)
+COMMANDS = {
+    "jal-train": ("training.cli:main", "train", "Adaptation training (JAL + WTM, the paper's Table 4 rows, the "
+                                                "adaptation pipeline, self-training, label-free selection)."),
+    "jal-export": ("export.cli:main", "train,export",
+                   "Fold WTM and write verified ONNX / TensorRT / torch.export artefacts."),
+    "jal-segment": ("jal_deploy.cli.segment:main", "cpu",
+                    "Segment images, folders, videos, cameras or a Cityscapes val tree with an exported model."),
+    "jal-data": ("jal_deploy.cli.data:main", "cpu", "Check dataset trees and generate the synthetic benchmark."),
+    "jal-demo": ("jal_deploy.cli.demo:main", "cpu", "The shipped demo: val mIoU and an annotated street video."),
+}
+
+
+def run(command: str) -> None:
+    """Import the command's Click object and call it; a missing optional package becomes one line naming the extras
+    the command needs (exit 1; `--help` prints what the command does with that line and exits 0)."""
+    target, extras, summary = COMMANDS[command]
     module, attr = target.split(":")
     try:
         main = getattr(importlib.import_module(module), attr)
@@ -41,23 +55,20 @@ def run(target: str, command: str, extras: str, summary: str) -> None:
 
 
 def jal_train() -> None:
-    run("training.cli:main", "jal-train", "train", "Adaptation training (JAL + WTM, the paper's Table 4 rows, the "
-                                         "adaptation pipeline, self-training, label-free selection).")
+    run("jal-train")
 
 
 def jal_export() -> None:
-    run("export.cli:main", "jal-export", "train,export",
-        "Fold WTM and write verified ONNX / TensorRT / torch.export artefacts.")
+    run("jal-export")
 
 
 def jal_segment() -> None:
-    run("jal_deploy.cli.segment:main", "jal-segment", "cpu", "Segment images, folders, videos, cameras or a Cityscapes "
-                                                      "val tree with an exported model.")
+    run("jal-segment")
 
 
 def jal_data() -> None:
-    run("jal_deploy.cli.data:main", "jal-data", "cpu", "Check dataset trees and generate the synthetic benchmark.")
+    run("jal-data")
 
 
 def jal_demo() -> None:
-    run("jal_deploy.cli.demo:main", "jal-demo", "cpu", "The shipped demo: val mIoU and an annotated street video.")
+    run("jal-demo")
