@@ -103,7 +103,7 @@ def run_pipeline(inputs: Inputs, out: str | Path, progress: bool = True, log=pri
                           seconds=record.get("seconds", time.perf_counter() - t0))
             write_text(done, json.dumps(record, indent=1))
         records[stage.name] = record
-        if stage.makes_model:
+        if stage.makes_model or stage.kind == "pick":  # the stage after a pick starts from its choice
             previous = str(out / record["checkpoint"])
         summary["stages"] = list(records.values())
         write_text(out / SUMMARY, json.dumps(summary, indent=1))
@@ -258,7 +258,7 @@ def _export(stage: Stage, folder: Path, inputs: Inputs, records: dict, log) -> d
 def _final(records: dict, stages: list[Stage]) -> dict:
     """The model the pipeline delivers: the pick's choice (without a pick stage, the last model stage) and its
     exported files."""
-    pick = next((records[s.name] for s in stages if s.kind == "pick"), None)
+    pick = next((records[s.name] for s in reversed(stages) if s.kind == "pick"), None)
     export = next((records[s.name] for s in stages if s.kind == "export"), None)
     model = pick["choice"] if pick else [s.name for s in stages if s.makes_model][-1]
     onnx = [f"{export['folder']}/{f}" for f in export["files"]] if export else []
@@ -279,10 +279,9 @@ def format_summary(summary: dict) -> str:
                     f"| {num(s.get('flip_agreement'), '.4f')} | {num(s.get('decoder_kl'), '.4f')} "
                     f"| {num(s.get('share_drift'), '.4f')} | {num(s.get('d_prob'), '.3f')} | {num(val, '.2f')} |")
     final = summary.get("final") or {}
-    pick = next((r for r in summary["stages"] if r["kind"] == "pick"), None)
     lines = ["\n".join(rows)]
-    if pick:
-        lines.append(f"pick (by {pick['by']}, no target labels): {pick['choice']}")
+    for pick in (r for r in summary["stages"] if r["kind"] == "pick"):
+        lines.append(f"{pick['name']} (by {pick['by']}, no target labels): {pick['choice']}")
     if final:
         lines.append(f"final model: {final['checkpoint']}" + (f"; ONNX: {', '.join(final['onnx'])}"
                                                                if final["onnx"] else ""))

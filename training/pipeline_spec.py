@@ -17,6 +17,8 @@ A recipe is a file users read, copy and edit, so every stage names what it does 
 Each model stage's configuration is the preset's own sections, then the stage's sections (`model`, `data`,
 `method`, `optim`, `run`), then the command line's `--set`; `size_scale` scales its training sizes (a coarse stage
 of a coarse-to-fine schedule); `init` names an earlier stage to start from instead of the previous model stage.
+A stage after a `pick` starts from the picked model (a round can build on the best stage so far), and `export`
+writes the model of the last `pick` before it.
 """
 from __future__ import annotations
 
@@ -61,9 +63,8 @@ def parse_pipeline(raw, where: str = "pipeline") -> list[Stage]:
         stages.append(_stage(dict(item), f"{where}: stage {i} ({item['name']})", stages))
     if not any(s.makes_model for s in stages):
         raise ConfigError(f"{where}: no stage trains a model (kind train or self-train)")
-    for kind in ("pick", "export"):
-        if sum(s.kind == kind for s in stages) > 1:
-            raise ConfigError(f"{where}: at most one `{kind}` stage")
+    if sum(s.kind == "export" for s in stages) > 1:
+        raise ConfigError(f"{where}: at most one `export` stage")
     return stages
 
 
