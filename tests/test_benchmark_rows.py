@@ -116,3 +116,12 @@ def test_self_training_rows_name_their_start_rounds_and_pseudo_label_options(ben
     assert rows.round_options("cr+jal-wtm+sp+all+rect+ssl1") == ("+all", "+rect")
     assert rows.round_options("cr+jal-wtm+sp+rect+flip+ssl1") == ("+rect", "+flip") and rows.round_options("cr") == ()
     assert "cr+jal-wtm+sp+rect+ssl1" in ROWS
+
+
+def test_help_names_every_row_once(bench_module, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit):
+        bench_module("synthetic_ablation").main(["--help"])
+    out = capsys.readouterr().out
+    assert "[--rows ROW [ROW ...]]" in out  # the usage line names no row, the list below each one once
+    assert all(out.count(row) == 1 for row in ("cr+jal-wtm+sp+all+rect+ssl1", "adaptsegnet+onehot", "adabn+sp+ssl1"))
