@@ -101,16 +101,15 @@ def _wtm_drift(model) -> dict:
 
 
 def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, overrides: dict, preset: str,
-                  report_only: bool, pseudo: PseudoLabelOptions, **how) -> dict | None:
+                  report_only: bool, pseudo: PseudoLabelOptions) -> dict | None:
     """Round `rounds` of self-training from the adapted checkpoint (earlier rounds are shared with the other
     +ssl rows), each round trained like an adaptation row plus the pseudo-label loss; the result adds the pseudo
-    labels' kept fraction and per-class precision against the target train labels (the benchmark has them).
-    `how`: `self_train`'s round options (teachers_every_round, fresh_students, anchor_shares)."""
+    labels' kept fraction and per-class precision against the target train labels (the benchmark has them)."""
     def produce() -> dict:
         start = time.perf_counter()
         try:
             summaries = self_train(adapted, rounds_dir, rounds, preset, overrides, pseudo, progress=False,
-                                   log=lambda *_: None, **how)
+                                   log=lambda *_: None)
         except RoundInterrupted:
             raise Interrupted(rounds_dir) from None
         train_dir = rounds_dir / f"round{rounds}" / "train"
@@ -119,15 +118,6 @@ def self_training(run_dir: Path, rounds_dir: Path, rounds: int, adapted: Path, o
                 "discriminators": _disc_stats(train_dir / "train.csv"), "wtm_drift": _wtm_drift(model),
                 "pseudo": summaries[-1]["pseudo"]}
     return cached_result(run_dir, report_only, produce)
-
-
-def share_first_round(rounds_dir: Path, base_dir: Path) -> None:
-    """Link `rounds_dir`'s round 1 to `base_dir`'s finished one when they are the same round (options that change
-    only later rounds), so it is trained once; otherwise the rounds run in their own folder."""
-    mine, theirs = rounds_dir / "round1", base_dir / "round1"
-    if rounds_dir != base_dir and not mine.exists() and (theirs / "round.json").is_file():
-        rounds_dir.mkdir(parents=True, exist_ok=True)
-        mine.symlink_to(theirs.resolve(), target_is_directory=True)
 
 
 def selection(run_dir: Path, snapshots_dir: Path, val_root: Path, report_only: bool) -> dict | None:

@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ablation_runs import Interrupted, _evals, last_k_score, train  # noqa: E402  (bench/, next to this script)
 from jal_deploy.datasets import read_label, read_raw_label, write_raw_label  # noqa: E402
+from training.config import without_removed_keys  # noqa: E402
 
 BOUNDS = ("precise", "true", "own")
 
@@ -67,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     truth = args.folder / "data" / f"train-seed{protocol['data_seed']}" / "cityscapes"
     if not (round_dir / "train" / "eval.csv").is_file():
         raise SystemExit(f"{round_dir}: no finished round 1 (run its row with synthetic_ablation.py first)")
-    round_config = json.loads((round_dir / "train" / "config.json").read_text())
+    # a round of an earlier version saved keys this one no longer has (at their old defaults: dropped)
+    round_config = without_removed_keys(json.loads((round_dir / "train" / "config.json").read_text()))
     longer = args.iters and args.iters != round_config["optim"]["iters"]
     if "own" in args.bounds and not (longer or args.start):
         raise SystemExit("--bounds own retrains the round on its own labels: give it another --iters or a "

@@ -53,6 +53,7 @@ import argparse
 import json
 import statistics
 import sys
+import textwrap
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -68,10 +69,10 @@ from training.pseudo_labels import PseudoLabelOptions
 # bench/, next to this script
 from ablation_protocol import (FIELD_HELP, QUICK, Protocol, bn_policy, check_pretrained, coarse_stage, ensure_data,
                                load_protocol, locked, saved_protocol)
-from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, ensemble_partner,
-                           first_round_stem, mix_start, round_options, row_method, self_training_stages, target_only)
+from ablation_rows import (ADAPT_ROWS, CR_DATA, DEFAULT_ROWS, ROWS, SOURCE_VAL, colour_randomised, round_options,
+                           row_method, self_training_stages)
 from ablation_runs import (Interrupted, cached_result, last_k_score, pretraining_score, selection, self_training,
-                           share_first_round, source_val_miou, train)
+                           source_val_miou, train)
 from ablation_tables import curve_table, merge_seeds, pseudo_line, selection_table, table
 
 
@@ -105,12 +106,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
 
     def second_stage(row: str) -> dict:
         _, pre_dir, data_options = pretraining(row)
-        # target-only rounds read no source image: a route's source augmentation would noise their target images
-        data_options = {"+tgtcr": CR_DATA, "+tgt": {}}.get(target_only(row), data_options)
         return merge_overrides(base, {
             "method": {"name": row_method(row), "d_input": "onehot" if "+onehot" in row else "softmax",
-                       **({"target_only": True} if target_only(row) else {}),
-                       **({"pseudo_class_weights": "enet"} if "+cb" in round_options(row) else {}),
                        **({"pseudo_rectify": True} if "+rect" in round_options(row) else {})},
             "model": {"init": str(pre_dir / "checkpoints" / "last.pth"), **bn_policy(row, p)},
             "data": {"fda_beta": p.fda_beta if "+fda" in row else 0.0, **data_options},
@@ -144,8 +141,8 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             pre = merge_overrides(pre, {"model": {"init": str(coarse_dir / "checkpoints" / "last.pth")}})
         return pre_dir, pre, train(pre_dir, pre, p.preset, read_only)
 
-    # baselines first, ensemble rows last (after the rows they take their teachers from)
-    for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only", "+ens" in r)):
+    # baselines first: every other row is scored against them
+    for row in sorted(rows, key=lambda r: (r not in ("source-only", "oracle"), r != "source-only")):
         if row == "prior":
             continue
         pre_dir, pre, pre_res = pretrain(row)
@@ -177,29 +174,12 @@ def run_seed(seed: int, rows: list[str], p: Protocol, out: Path, data: dict[str,
             stem, adapted, rounds, spatial_prior, flip = self_training_stages(row)
             if train(out / f"seed{seed}" / adapted, second_stage(adapted), p.preset, report_only) is None:
                 continue
-            teachers = ()
-            if partner := ensemble_partner(row):  # trained as its own row, never here (its pretraining differs)
-                if train(out / f"seed{seed}" / partner, second_stage(partner), p.preset, report_only=True) is None:
-                    if not report_only:
-                        print(f"seed {seed} {row}: skipped, it needs the row {partner} first", file=sys.stderr)
-                    continue
-                teachers = (str(out / f"seed{seed}" / partner / "checkpoints" / "last.pth"),)
-            rounds_dir, options = out / f"seed{seed}" / f"{stem}+ssl", round_options(row)
-            share_first_round(rounds_dir, out / f"seed{seed}" / f"{first_round_stem(row)}+ssl")
+            rounds_dir = out / f"seed{seed}" / f"{stem}+ssl"
             res = self_training(run_dir, rounds_dir, rounds, out / f"seed{seed}" / adapted / "checkpoints" / "last.pth",
                                 ov, p.preset, report_only,
-                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip, teachers=teachers,
-                                                   **({"percentile": 0.0} if "+all" in options else {})),
-                                teachers_every_round=bool(teachers), fresh_students="+fresh" in options,
-                                anchor_shares="+anchor" in options)
+                                PseudoLabelOptions(spatial_prior=spatial_prior, flip=flip,
+                                                   **({"percentile": 0.0} if "+all" in round_options(row) else {})))
             snapshots = rounds_dir / f"round{rounds}" / "train"
-        elif start := mix_start(row):  # online self-training from the finished row before `+mix`
-            if train(out / f"seed{seed}" / start, second_stage(start), p.preset, report_only) is None:
-                continue
-            ov = merge_overrides(ov, {"method": {"mix": "classmix"},
-                                      "model": {"init": str(out / f"seed{seed}" / start / "checkpoints" / "last.pth")}})
-            res = train(run_dir, ov, p.preset, report_only)
-            snapshots = run_dir
         else:
             res = train(run_dir, ov, p.preset, report_only)
             snapshots = run_dir
@@ -245,10 +225,12 @@ def _protocol_value(default, given):
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=textwrap.fill("rows: " + ", ".join(ROWS), 100, break_on_hyphens=False))
     ap.add_argument("--out", type=Path, default=Path("runs/ablation"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=ROWS)
+    ap.add_argument("--rows", nargs="+", default=list(DEFAULT_ROWS), choices=ROWS, metavar="ROW",
+                    help="rows to run (default: DEFAULT_ROWS of bench/ablation_rows.py; every row: below)")
     ap.add_argument("--quick", action="store_true", help="tiny network, frames and budgets: checks the code path")
     ap.add_argument("--threads", type=int, default=0, help="torch threads per run (0: the preset's)")
     ap.add_argument("--report", action="store_true",

@@ -74,17 +74,6 @@ def adapted(synth_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def teacher(synth_root, tmp_path_factory):
-    """A second adapted model of another route (a 2-iteration AdaptSegNet run: no WTM, other weights)."""
-    from tests.test_training import tiny_cfg
-    from training.engine import Trainer
-
-    trainer = Trainer(tiny_cfg(synth_root, "adaptsegnet", iters=2), tmp_path_factory.mktemp("teacher"), progress=False)
-    trainer.run()
-    return trainer.save("teacher.pth")
-
-
-@pytest.fixture(scope="session")
 def many_targets(tmp_path_factory):
     """A Cityscapes-format target tree of MANY train frames: writing their pseudo labels takes seconds, far longer
     than the Ctrl-C of `ctrl_c_once_written` takes to land once the first file is there."""

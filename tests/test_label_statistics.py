@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_label_statistics_tell_a_swap_the_class_shares_hide_from_one_the_layout_hides(bench_module):
+def test_label_statistics_tell_a_swap_the_class_proportions_hide_from_one_the_layout_hides(bench_module):
     ls = bench_module("label_statistics")
     src = np.zeros((3, 4, 2))
     src[0, 2:] = 1          # class 0 at the bottom, class 1 at the top: equal shares

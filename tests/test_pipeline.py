@@ -130,8 +130,8 @@ def test_a_preset_without_a_recipe_says_which_have_one():
     ([{"name": "a", "kind": "self-train"}], "no earlier model stage|there is none"),
     ([{"name": "a"}, {"name": "b", "init": "c"}], "init 'c' is not an earlier model stage"),
     ([{"name": "a"}, {"name": "p", "kind": "pick", "by": "labels"}], "by must be one of"),
-    ([{"name": "a", "kind": "self-train", "pseudo": {"teachers": ["x"]}}], "there is none|unknown pseudo"),
-    ([{"name": "a"}, {"name": "b", "kind": "self-train", "pseudo": {"teachers": ["x"]}}], "unknown pseudo option"),
+    ([{"name": "a", "kind": "self-train", "pseudo": {"temperature": 2}}], "there is none|unknown pseudo"),
+    ([{"name": "a"}, {"name": "b", "kind": "self-train", "pseudo": {"temperature": 2}}], "unknown pseudo option"),
 ])
 def test_recipe_mistakes_are_named(stages, message):
     with pytest.raises(ConfigError, match=message):

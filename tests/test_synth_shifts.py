@@ -183,7 +183,7 @@ def test_appearance_effects_leave_the_labels_alone():
         assert np.abs(ia.astype(int) - ib.astype(int)).mean() > 5
 
 
-def test_geometry_moves_the_horizon_and_the_class_shares_not_the_colours(measured):
+def test_geometry_moves_the_horizon_and_the_class_proportions_not_the_colours(measured):
     src, tgt = measured
     geo, col = tgt["geometry"], tgt["colour"]
     assert geo[3] > src[3] + 0.10, (geo[3], src[3])          # a pitched-up camera: horizon 10 % of H lower

@@ -12,8 +12,7 @@ from jal_deploy.atomic import write_text
 from jal_deploy.cli.options import size as size_option
 from jal_deploy.datasets import DatasetError
 from training.checkpoints import FORMATS, CheckpointError, load_weights
-from training.config import (METHODS, PSEUDO_CLASS_WEIGHTS, ConfigError, apply_overrides, from_dict, parse_set,
-                             preset_names, resolve)
+from training.config import METHODS, ConfigError, apply_overrides, from_dict, parse_set, preset_names, resolve
 from training.models import ARCHS, build_model
 
 EXAMPLES = """\b
@@ -34,7 +33,7 @@ Examples:
 
 
 @click.group(invoke_without_command=True, epilog=EXAMPLES,
-             context_settings={"help_option_names": ["-h", "--help"]})
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--preset", help=f"Preset name ({', '.join(preset_names())}) or a YAML file.")
 @click.option("--out", type=click.Path(file_okay=False), help="Run folder (config, logs, checkpoints).")
 @click.option("--method", type=click.Choice(METHODS), help="A row of the paper's Table 4 (default: the preset's).")
@@ -154,7 +153,7 @@ def inspect_weights(checkpoint: str, arch: str, classes: int, fmt: str, aspp_bra
     click.echo("backbone: complete" if report.backbone_complete else "backbone: INCOMPLETE (see missing keys)")
 
 
-_REPEATED = {"set": "set", "teachers": "teacher"}  # options given once per value: their key -> flag
+_REPEATED = {"set": "set"}  # options given once per value: their key -> flag
 
 
 def _command(name: str, *args, **options) -> str:
@@ -176,7 +175,7 @@ def _pseudo_options(split: str = "train", list_file: str = "", **pseudo):
     from training.pseudo_labels import PseudoLabelOptions
 
     pseudo["size"] = tuple(pseudo["size"] or ())
-    for key in ("prior_root", "prior_format", "class_shares"):
+    for key in ("prior_root", "prior_format"):
         pseudo[key] = pseudo.get(key) or ""
     return PseudoLabelOptions(split=split, list_file=list_file or "", **pseudo)
 
@@ -200,9 +199,6 @@ _PSEUDO_OPTIONS = [
                  help="Labelled tree the spatial prior counts (default: the checkpoint's data.source_root)."),
     click.option("--prior-format", type=click.Choice(["gta5", "synthia", "cityscapes"]),
                  help="Format of --prior-root (default: the checkpoint's data.source)."),
-    click.option("--teacher", "teachers", multiple=True, type=click.Path(dir_okay=False, exists=True),
-                 help="Another adapted checkpoint whose softmax is averaged with CHECKPOINT's (repeatable); "
-                      "self-train: round 1 only, unless --teachers-every-round."),
 ]
 
 
@@ -222,17 +218,13 @@ def _with(options):
 @click.option("--list", "list_file", default="", help="List file restricting the images (AdaptSegNet format).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="The pseudo-label tree to write.")
 @_with(_PSEUDO_OPTIONS)
-@click.option("--class-shares", type=click.Path(dir_okay=False, exists=True),
-              help="An earlier tree's pseudo_labels.json: each class keeps the share of all pixels it kept there "
-                   "(its most confident predicted pixels) instead of --percentile.")
 @click.option("--no-progress", is_flag=True)
 def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseudo):
     """Write pseudo labels of CHECKPOINT's deployed decoder for the --target images, as a Cityscapes tree.
 
     Class-balanced thresholds as Bidirectional Learning: per class, the median confidence of the pixels
     predicted as that class, capped at 0.9; pixels below become ignore. With --spatial-prior (CBST-SP) the
-    probabilities are first weighted by where each class lies in the source labels; with --class-shares each
-    class keeps the share of the pixels it had in an earlier tree. Resumable: run it again.
+    probabilities are first weighted by where each class lies in the source labels. Resumable: run it again.
 
     \b
     Example:
@@ -266,51 +258,31 @@ def pseudo_label(checkpoint, target, split, list_file, out, no_progress, **pseud
 @click.option("--stop-at", type=click.IntRange(0), help="Early stop of each round.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a config key of every round.")
 @_with(_PSEUDO_OPTIONS)
-@click.option("--teachers-every-round", is_flag=True,
-              help="Every round labels with its student and the --teacher checkpoints (default: round 1 only).")
-@click.option("--fresh-students", is_flag=True,
-              help="Start every round's student from CHECKPOINT (default: from the previous round's student); "
-                   "the previous student only labels.")
-@click.option("--anchor-shares", is_flag=True,
-              help="Every round after the first keeps round 1's class shares in its pseudo labels (the most "
-                   "confident pixels of each class) instead of --percentile of what its student predicts.")
-@click.option("--target-only", is_flag=True,
-              help="Train each round on the pseudo-labelled target images alone: no source image, no "
-                   "discriminator (method.target_only).")
-@click.option("--class-weights", type=click.Choice(PSEUDO_CLASS_WEIGHTS),
-              help="Class weights of the pseudo-label loss (method.pseudo_class_weights; enet: 1 / ln(1.02 + share "
-                   "of the kept pixels)).")
 @click.option("--rectify", is_flag=True,
-              help="Weight each pixel's pseudo-label loss by how much the student's two decoders agree on it, "
-                   "exp(-KL), and add that KL (method.pseudo_rectify; Zheng & Yang 2021).")
+              help="Weight each pixel's pseudo-label loss by its two decoders' agreement, exp(-KL), and add that KL "
+                   "(method.pseudo_rectify; Zheng & Yang 2021).")
 @click.option("--no-progress", is_flag=True)
-def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, teachers_every_round,
-                       fresh_students, anchor_shares, target_only, class_weights, rectify, no_progress, **pseudo):
-    """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> pseudo labels ...
+def self_train_command(checkpoint, out, rounds, preset, method, iters, stop_at, sets, rectify, no_progress,
+                       **pseudo):
+    """Self-training rounds from an adapted CHECKPOINT: pseudo labels -> train on them -> repeat.
 
     Round k is out/round{k}/ (pseudo/ and train/); finished rounds are skipped, so the same command resumes.
 
     \b
     Example:
-      jal-train self-train runs/jal-wtm/checkpoints/last.pth --preset synthetic-bench-ssl --rounds 2 --out runs/ssl
+      jal-train self-train runs/jal-wtm/checkpoints/last.pth --preset synthetic-bench-ssl \\
+          --rounds 2 --out runs/ssl
     """
     from training.engine import TrainingError
     from training.pseudo_labels import PseudoLabelError
     from training.self_training import RoundInterrupted, self_train
 
-    if teachers_every_round and not pseudo["teachers"]:
-        raise click.UsageError("--teachers-every-round needs at least one --teacher")
     try:
         overrides = _overrides(sets, method, iters, stop_at)
-        if target_only:
-            overrides.setdefault("method", {})["target_only"] = True
-        if class_weights:
-            overrides.setdefault("method", {})["pseudo_class_weights"] = class_weights
         if rectify:
             overrides.setdefault("method", {})["pseudo_rectify"] = True
         summaries = self_train(checkpoint, out, rounds, preset or "", overrides, _pseudo_options(**pseudo),
-                               progress=not no_progress, log=click.echo, teachers_every_round=teachers_every_round,
-                               fresh_students=fresh_students, anchor_shares=anchor_shares)
+                               progress=not no_progress, log=click.echo)
     except RoundInterrupted as e:
         click.echo(str(e))
         sys.exit(130)

@@ -14,13 +14,12 @@ import yaml
 
 class Method(NamedTuple):
     """What one `--method` trains. `labels`: whose labels the segmentation loss reads; only the `oracle`
-    baseline reads the target's (it never reads a source image), every other method the source's, and a
-    target-only self-training round none (`method.target_only`: its pseudo labels are its only labels)."""
+    baseline reads the target's (it never reads a source image), every other method the source's."""
 
     adversarial: bool
     jal: bool
     wtm: str                 # WTM levels: none | low | high | both
-    labels: str = "source"   # source | target | none
+    labels: str = "source"   # source | target
     self_training: bool = False  # target images also get a segmentation loss on pseudo labels
 
 
@@ -38,8 +37,16 @@ METHOD_FLAGS: dict[str, Method] = {
 }
 METHODS = tuple(METHOD_FLAGS)
 D_INPUTS = ("softmax", "onehot")  # method.d_input
-PSEUDO_CLASS_WEIGHTS = ("none", "enet")  # method.pseudo_class_weights
-MIXES = ("none", "classmix")  # method.mix
+# keys of earlier versions, with the value that kept them off: a checkpoint or run folder that has them at that
+# value still loads (the key is dropped), one that switched them on trained a variant this version cannot resume
+REMOVED_KEYS = {
+    "method.target_only": False,
+    "method.pseudo_class_weights": "none",
+    "method.mix": "none",
+    "method.mix_ema": 0.99,
+    "method.mix_confidence": 0.968,
+    "method.lambda_mix": 1.0,
+}
 
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -109,26 +116,12 @@ class MethodConfig:
     lambda_adv_wtm2: float = 1e-3
     self_training: bool = False     # add the pseudo-label loss on target images to any method but the oracle
     lambda_seg_target: float = 1.0  # its weight (Bidirectional Learning: 1, as the source segmentation loss)
-    # self-training on the pseudo-labelled target images alone: no source image and no discriminator. The source
-    # stream keeps teaching each class's source appearance, which contradicts the pseudo labels wherever the
-    # target renders a class differently (on the benchmark: classes whose colours the target swaps)
-    target_only: bool = False
-    # class weights of the pseudo-label loss: none, or `enet` (1 / ln(1.02 + p), p each class's share of the
-    # kept pseudo-label pixels, from the tree's summary): a class the labels keep rarely is not outvoted by the
-    # large ones, so it is not predicted, and labelled, less in every round
-    pseudo_class_weights: str = "none"
     # each pixel's pseudo-label loss weighted by exp(-KL(high || low)), the two decoders' disagreement, plus that
     # KL (Zheng & Yang, IJCV 2021): the student learns less from the labels its own decoders dispute
     pseudo_rectify: bool = False
     # what the discriminators see: the softmax maps (the paper, AdaptSegNet) or their one-hot argmax with a
     # straight-through gradient, which hides confidence so that only the layout of the classes is compared
     d_input: str = "softmax"
-    # online self-training on cross-domain mixed images (training/mixing.py): `classmix` pastes half the classes
-    # of each source image onto a target image labelled by an EMA teacher of the student (DACS)
-    mix: str = "none"
-    mix_ema: float = 0.99          # the teacher's EMA decay (DACS)
-    mix_confidence: float = 0.968  # target pixels weigh the share of their image's pixels above it (DACS)
-    lambda_mix: float = 1.0        # weight of the mixed images' segmentation loss
 
 
 @dataclass
@@ -170,10 +163,8 @@ class TrainConfig:
 
     @property
     def flags(self) -> Method:
-        """What the method trains: the row of METHOD_FLAGS, plus self-training when switched on (target-only:
-        without the source stream and the discriminators that compare against it)."""
-        flags = METHOD_FLAGS[self.method.name]._replace(self_training=self.method.self_training)
-        return flags._replace(adversarial=False, jal=False, labels="none") if self.method.target_only else flags
+        """What the method trains: the row of METHOD_FLAGS, plus self-training when switched on."""
+        return METHOD_FLAGS[self.method.name]._replace(self_training=self.method.self_training)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -190,26 +181,9 @@ class TrainConfig:
         if self.method.self_training != bool(self.data.target_labels):
             raise ConfigError("method.self_training=true and data.target_labels=DIR go together (a pseudo-label "
                               "tree written by `jal-train pseudo-label`)")
-        if self.method.target_only and not self.method.self_training:
-            raise ConfigError("method.target_only trains on pseudo labels alone: it needs method.self_training=true "
-                              "and data.target_labels=DIR")
-        if self.method.pseudo_class_weights not in PSEUDO_CLASS_WEIGHTS:
-            raise ConfigError(f"method.pseudo_class_weights must be one of {', '.join(PSEUDO_CLASS_WEIGHTS)}, "
-                              f"got {self.method.pseudo_class_weights!r}")
         if self.method.pseudo_rectify and not self.method.self_training:
             raise ConfigError("method.pseudo_rectify weights the pseudo-label loss: it needs "
                               "method.self_training=true and data.target_labels=DIR")
-        if self.method.pseudo_class_weights != "none" and not self.method.self_training:
-            raise ConfigError("method.pseudo_class_weights weights the pseudo-label loss: it needs "
-                              "method.self_training=true and data.target_labels=DIR")
-        if self.method.mix not in MIXES:
-            raise ConfigError(f"method.mix must be one of {', '.join(MIXES)}, got {self.method.mix!r}")
-        if self.method.mix != "none" and self.flags.labels != "source":
-            raise ConfigError("method.mix pastes labelled source pixels onto target images: it needs a method that "
-                              "trains on source labels (not the oracle, not method.target_only)")
-        if not (0.0 < self.method.mix_ema < 1.0 and 0.0 <= self.method.mix_confidence < 1.0):
-            raise ConfigError(f"method.mix_ema must be in (0, 1) and method.mix_confidence in [0, 1), got "
-                              f"{self.method.mix_ema} and {self.method.mix_confidence}")
         if not 0.0 <= self.data.fda_beta < 0.5:
             raise ConfigError(f"data.fda_beta must be in [0, 0.5), got {self.data.fda_beta}")
         if not 0.0 <= self.data.color_jitter <= 0.5:
@@ -273,6 +247,9 @@ def apply_overrides(obj: Any, updates: dict, prefix: str = "") -> None:
     names = {f.name for f in fields(obj)}
     for key, value in updates.items():
         full = f"{prefix}{key}"
+        if full in REMOVED_KEYS:
+            raise ConfigError(f"unknown config key {full!r}: it was removed in this version (a variant the "
+                              "project's studies measured and rejected)")
         if key not in names:
             raise ConfigError(f"unknown config key {full!r}; known keys here: {', '.join(sorted(names))}")
         current = getattr(obj, key)
@@ -367,7 +344,24 @@ def resolve(preset: str = "", overrides: dict | None = None) -> TrainConfig:
     return cfg.validate()
 
 
+def without_removed_keys(data: dict) -> dict:
+    """A saved config (a checkpoint's or a run folder's) without the REMOVED_KEYS it holds at their old default,
+    so that what an earlier version wrote still loads; a removed key switched on is refused by name."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for full, default in REMOVED_KEYS.items():
+        section, key = full.split(".")
+        if key not in out.get(section, {}):
+            continue
+        value = out[section].pop(key)
+        if _coerce(value, type(default), full) != default:
+            raise ConfigError(f"{full}={value} was removed in this version (a variant the project's studies measured "
+                              f"and rejected): this config cannot be trained or resumed; its checkpoints still "
+                              f"export (jal-export)")
+    return out
+
+
 def from_dict(data: dict) -> TrainConfig:
+    """The config a checkpoint or run folder saved (see `without_removed_keys` for older ones)."""
     cfg = TrainConfig()
-    apply_overrides(cfg, data)
+    apply_overrides(cfg, without_removed_keys(data))
     return cfg.validate()

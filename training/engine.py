@@ -22,11 +22,9 @@ from .config import TrainConfig
 from .distributed import DistEnv, average_gradients, barrier, broadcast_flag, init_distributed
 from .evaluate import evaluate, target_decoders
 from .losses import adv_loss, dis_loss, discriminator_maps, rectified_seg_losses, seg_loss, upsample
-from .mixing import MeanTeacher, mix_terms
 from .models import Discriminator, build_model
 from .models.norm import estimate_statistics
 from .optim import parameter_groups, sgd_param_groups
-from .pseudo_labels import PseudoLabelError, loss_class_weights
 from .run_state import RunState, TrainingDiverged, TrainingError
 from .runlog import RunLog
 from .streams import build_streams
@@ -89,18 +87,13 @@ class Trainer(RunState):
         self.iteration, self.best = 0, {"miou": -1.0, "iteration": 0}
         # wall seconds of the whole run across resumes (training, evaluation, saving), kept in every checkpoint
         self._seconds_before, self._clock = 0.0, time.perf_counter()
-        self.teacher, teacher_state = None, None
 
         if resume or resume_from:
-            teacher_state = self._resume(resume_from)
+            self._resume(resume_from)
         elif m.init:
             self._load_init()
         elif m.init_required:
             raise TrainingError(f"preset {cfg.preset!r} needs an init checkpoint. {INIT_HELP}")
-        if cfg.method.mix != "none":  # the EMA teacher starts as the student's start
-            self.teacher = MeanTeacher(self.model, cfg.method.mix_ema)
-            if teacher_state is not None:
-                self.teacher.load_state_dict(teacher_state)
         self.ddp_model = self.model
         if self.env.enabled:
             if self.device.type == "cuda" and m.bn_mode == "train":  # batch statistics across all GPUs
@@ -125,18 +118,12 @@ class Trainer(RunState):
 
     def _build_data(self) -> None:
         d = self.cfg.data
-        if not d.target_root or not (d.source_root or self.labels_from in ("target", "none")):
+        if not d.target_root or not (d.source_root or self.labels_from == "target"):
             raise TrainingError("data.source_root and data.target_root are required "
                                 "(--set data.source_root=PATH data.target_root=PATH)")
         streams = build_streams(self.cfg, self.device.type, self.env, start=self.iteration * d.batch_size)
         self.source_iter, self.target_iter = streams.labelled, streams.target
         self.val_loader, self.bn_loader, self._bn_at = streams.val, streams.bn, -1
-        try:
-            weights = loss_class_weights(d.target_labels, self.cfg.method.pseudo_class_weights, d.protocol)
-        except PseudoLabelError as e:
-            raise TrainingError(str(e)) from None
-        self.pseudo_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32,
-                                                                        device=self.device)
 
     def _autocast(self):
         amp = self.cfg.run.amp
@@ -176,13 +163,12 @@ class Trainer(RunState):
         where the model has a WTM: the decoder that is deployed on target images); with method.pseudo_rectify each
         pixel's loss weighted by how much the two decoders agree on it."""
         mth = self.cfg.method
-        w = self.pseudo_weights
         low, high = target_decoders(out)
         lam = mth.lambda_seg_target
         weights = {"seg1_tgt": lam * mth.lambda_seg1, "seg2_tgt": lam * mth.lambda_seg2}
         if mth.pseudo_rectify:
-            return rectified_seg_losses(low.float(), high.float(), labels, w), {**weights, "kl_tgt": lam}
-        return {"seg1_tgt": seg_loss(low.float(), labels, w), "seg2_tgt": seg_loss(high.float(), labels, w)}, weights
+            return rectified_seg_losses(low.float(), high.float(), labels), {**weights, "kl_tgt": lam}
+        return {"seg1_tgt": seg_loss(low.float(), labels), "seg2_tgt": seg_loss(high.float(), labels)}, weights
 
     def _adversarial_terms(self, pt: dict) -> tuple[dict, dict]:
         """Eqs. 3-5 and 9 on the target softmax maps `pt`: each term and its weight."""
@@ -206,41 +192,31 @@ class Trainer(RunState):
         _set_requires_grad(discs, False)
         model = self.ddp_model
 
-        terms = {}
-        if self.source_iter is not None:
-            batch = next(self.source_iter)
-            xs, ys = self._to_device(batch["image"]), batch["label"].to(self.device)
-            with self._autocast():
-                src = model(xs)
-                terms = {"seg1": seg_loss(src["low"].float(), ys), "seg2": seg_loss(src["high"].float(), ys)}
-            self._check({k: v.item() for k, v in terms.items()})
-            self._backward(mth.lambda_seg1 * terms["seg1"] + mth.lambda_seg2 * terms["seg2"])
+        batch = next(self.source_iter)
+        xs, ys = self._to_device(batch["image"]), batch["label"].to(self.device)
+        with self._autocast():
+            src = model(xs)
+            terms = {"seg1": seg_loss(src["low"].float(), ys), "seg2": seg_loss(src["high"].float(), ys)}
+        self._check({k: v.item() for k, v in terms.items()})
+        self._backward(mth.lambda_seg1 * terms["seg1"] + mth.lambda_seg2 * terms["seg2"])
 
         if self.target_iter is not None:
             batch_t = next(self.target_iter)
             xt = self._to_device(batch_t["image"])
-            if self.adversarial or self.self_training:  # (method.mix alone: only the mixed images below)
-                with self._autocast():
-                    tgt = model(xt)
-                    losses, weights = {}, {}
-                    if self.self_training:
-                        losses, weights = self._pseudo_label_terms(tgt, batch_t["label"].to(self.device))
-                    if self.adversarial:
-                        pt = {k: discriminator_maps(F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1), mth.d_input)
-                              for k, v in tgt.items()}
-                        adv, adv_weights = self._adversarial_terms(pt)
-                        losses.update(adv)
-                        weights.update(adv_weights)
-                self._check({k: v.item() for k, v in losses.items()})
-                self._backward(sum(weights[k] * v for k, v in losses.items()))
-                terms.update(losses)
-            if self.teacher is not None:  # method.mix: the ClassMix images of this source and target batch
-                gen = torch.Generator().manual_seed(self.cfg.run.seed * 1_000_003 + it)  # resumes exactly
-                mixed = mix_terms(self.teacher, model, xs, ys, xt, gen, mth.mix_confidence, self._autocast,
-                                  self._to_device)
-                self._check({k: v.item() for k, v in mixed.items()})
-                self._backward(mth.lambda_mix * (mth.lambda_seg1 * mixed["mix1"] + mth.lambda_seg2 * mixed["mix2"]))
-                terms.update(mixed)
+            with self._autocast():
+                tgt = model(xt)
+                losses, weights = {}, {}
+                if self.self_training:
+                    losses, weights = self._pseudo_label_terms(tgt, batch_t["label"].to(self.device))
+                if self.adversarial:
+                    pt = {k: discriminator_maps(F.softmax(upsample(v.float(), xt.shape[-2:]), dim=1), mth.d_input)
+                          for k, v in tgt.items()}
+                    adv, adv_weights = self._adversarial_terms(pt)
+                    losses.update(adv)
+                    weights.update(adv_weights)
+            self._check({k: v.item() for k, v in losses.items()})
+            self._backward(sum(weights[k] * v for k, v in losses.items()))
+            terms.update(losses)
 
         if self.adversarial:
             _set_requires_grad(discs, True)
@@ -264,8 +240,6 @@ class Trainer(RunState):
         for opt in self.opt_d.values():
             self.scaler.step(opt)
         self.scaler.update()
-        if self.teacher is not None:
-            self.teacher.update(self.model)
         self.iteration += 1
         row.update({k: v.item() for k, v in terms.items()})
         return row
@@ -340,7 +314,7 @@ class Trainer(RunState):
                 bar.update(1)
                 if log and due(cfg.run.log_every):
                     log.log_train(row)
-                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "seg2_tgt", "mix2", "adv2", "jal", "adv_wtm2", "d2")
+                    bar.set_postfix({k: f"{row[k]:.3g}" for k in ("seg2", "seg2_tgt", "adv2", "jal", "adv_wtm2", "d2")
                                      if row.get(k) is not None})
                 if self.env.is_main and cfg.run.eval_every and due(cfg.run.eval_every):
                     results = self._evaluate_and_select(log)

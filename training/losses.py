@@ -22,13 +22,12 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(logits, size=size, mode="bilinear", align_corners=True)
 
 
-def seg_loss(logits: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def seg_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Eq. 1: pixel-wise cross-entropy on source labels (255 ignored), logits upsampled to label size.
-    A batch whose pixels are all ignored (a crop of rejected pseudo labels) gives 0, not cross-entropy's NaN.
-    With class weights the mean is over the weights of the batch's labelled pixels, so the loss keeps its scale."""
+    A batch whose pixels are all ignored (a crop of rejected pseudo labels) gives 0, not cross-entropy's NaN."""
     if not bool((labels != IGNORE).any()):
         return logits.sum() * 0.0
-    return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, weight=weight, ignore_index=IGNORE)
+    return F.cross_entropy(upsample(logits, labels.shape[-2:]), labels, ignore_index=IGNORE)
 
 
 def decoder_disagreement(log_low: torch.Tensor, log_high: torch.Tensor, dim: int = 1) -> torch.Tensor:
@@ -37,14 +36,12 @@ def decoder_disagreement(log_low: torch.Tensor, log_high: torch.Tensor, dim: int
     return (log_high.exp() * (log_high - log_low)).sum(dim)
 
 
-def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor,
-                         weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Pseudo-label losses of both decoders rectified by their disagreement (Zheng & Yang, IJCV 2021): per labelled
     pixel, D = KL(softmax(high) || softmax(low)) and each decoder's cross-entropy is weighted by exp(-D); the mean
     of D is returned too (`kl_tgt`), to be added to the loss, so that disagreeing cannot become a way out.
     Pseudo labels are wrong far more often where the two decoders disagree, so such pixels teach the student less,
-    whatever their class, without a second threshold; a mistake both decoders make is not discounted. With class
-    weights, the mean is over the weights of the labelled pixels, as `seg_loss`."""
+    whatever their class, without a second threshold; a mistake both decoders make is not discounted."""
     size = labels.shape[-2:]
     log_low, log_high = F.log_softmax(upsample(low, size), 1), F.log_softmax(upsample(high, size), 1)
     valid = labels != IGNORE
@@ -53,11 +50,10 @@ def rectified_seg_losses(low: torch.Tensor, high: torch.Tensor, labels: torch.Te
         return {"seg1_tgt": zero, "seg2_tgt": zero, "kl_tgt": zero}
     kl = decoder_disagreement(log_low, log_high)
     keep = torch.exp(-kl)
-    norm = valid.sum() if weight is None else weight[labels[valid]].sum()
 
     def ce(log_prob):
-        nll = F.nll_loss(log_prob, labels, weight=weight, ignore_index=IGNORE, reduction="none")
-        return (nll * keep)[valid].sum() / norm
+        nll = F.nll_loss(log_prob, labels, ignore_index=IGNORE, reduction="none")
+        return (nll * keep)[valid].sum() / valid.sum()
 
     return {"seg1_tgt": ce(log_low), "seg2_tgt": ce(log_high), "kl_tgt": kl[valid].mean()}
 

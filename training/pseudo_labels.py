@@ -7,18 +7,6 @@ its class threshold becomes ignore. The output is a Cityscapes tree: `gtFine/{sp
 (label ids; ignore = id 0 "unlabeled", which every reader maps to 255) and `leftImg8bit/{split}`, a link to the
 target images, so the training loaders, `jal-data check` and the official evaluator read it as it is.
 
-Teachers: with `teachers`, the softmax of each extra checkpoint is averaged with the checkpoint's (with `flip`, each
-model's mirror prediction too) before the spatial prior and the thresholds. Adapted models trained by different
-routes (e.g. with and without colour randomisation) tend to be wrong on different classes; their mean is a steadier
-teacher than either (an ensemble, as in mean-teacher and multi-teacher self-training).
-
-Class shares: with `class_shares` (an earlier tree's pseudo_labels.json, e.g. round 1's), each class keeps the
-share of all pixels it kept there, as its most confident predicted pixels (every one when it is predicted less
-often), instead of a fixed percentile of what the model predicts now. A percentile keeps half of each predicted
-class, so over rounds a class the student predicts less often loses labels and one it over-predicts gains them;
-anchored shares keep the labels' class composition where the first teacher put it. Thresholds stay capped at
-`cap`: a pixel that confident is kept in every case.
-
 Two passes: the first counts confidences (a 10,000-bin histogram per class, so the thresholds are exact to 1e-4
 whatever the split's size), the second writes the files. The first pass keeps its predictions (3 bytes a pixel)
 while they fit in `cache_bytes` (1 GiB: a 600-frame 512x256 split whole, about 170 Cityscapes frames), so the
@@ -71,37 +59,19 @@ class PseudoLabelOptions:
     spatial_prior: bool = False  # CBST-SP: weight the probabilities by where each class lies in the source labels
     prior_root: str = ""        # the labelled tree the prior counts ("" = the checkpoint's data.source_root)
     prior_format: str = ""      # its format ("" = the checkpoint's data.source)
-    teachers: tuple[str, ...] = ()  # more checkpoints whose softmax is averaged with the checkpoint's
-    class_shares: str = ""      # an earlier tree's pseudo_labels.json: keep each class's share of the pixels as it did
 
 
-def class_thresholds(hist: np.ndarray, percentile: float | np.ndarray, cap: float) -> np.ndarray:
+def class_thresholds(hist: np.ndarray, percentile: float, cap: float) -> np.ndarray:
     """Per class, the confidence bin of the `percentile`-th pixel (sorted ascending, index round(n * p / 100)
-    as Bidirectional Learning; one percentile for every class or one per class), capped at `cap`; a pixel is
-    kept when its bin is >= its class's."""
+    as Bidirectional Learning), capped at `cap`; a pixel is kept when its bin is >= its class's."""
     cap_bin = int(round(cap * N_BINS))
-    percentiles = np.broadcast_to(np.asarray(percentile, dtype=np.float64), (len(hist),))
     out = np.zeros(len(hist), dtype=np.int64)
     for c, counts in enumerate(hist):
         n = int(counts.sum())
         if n:
-            k = min(int(round(n * percentiles[c] / 100.0)), n - 1)
+            k = min(int(round(n * percentile / 100.0)), n - 1)
             out[c] = min(int(np.searchsorted(np.cumsum(counts), k, side="right")), cap_bin)
     return out
-
-
-def anchored_percentiles(hist: np.ndarray, shares: np.ndarray) -> np.ndarray:
-    """Per class, the percentile that keeps `shares[c]` of all pixels as class c: its most confident predicted
-    pixels, all of them when it is predicted less often than that (0: keep every one)."""
-    wanted = shares * hist.sum()
-    predicted = hist.sum(1)
-    return 100.0 * np.clip(1.0 - wanted / np.maximum(predicted, 1), 0.0, 1.0)
-
-
-def kept_shares(summary: dict) -> np.ndarray:
-    """Per class, the share of all pixels a pseudo-label summary kept as that class."""
-    return np.array([(summary["predicted_share"][n] or 0.0) * (summary["kept_fraction"][n] or 0.0)
-                     for n in summary["classes"]])
 
 
 def kept_counts(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
@@ -116,12 +86,12 @@ def kept_fractions(hist: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
 
 
 class _Predictor:
-    """Deployed decoders -> (labels, confidence bins) at each image's full size: the mean softmax of the models
-    (and of the mirror images with `flip`); with a spatial prior q(pos | c) (C, H, W), the probabilities become
+    """The deployed decoder -> (labels, confidence bins) at each image's full size: its softmax (the mean with the
+    mirror image's with `flip`); with a spatial prior q(pos | c) (C, H, W), the probabilities become
     p(c | image, pos), proportional to softmax * q."""
 
-    def __init__(self, models: list, device: torch.device, flip: bool, prior: np.ndarray | None = None):
-        self.models, self.device, self.flip = [m.to(device).eval() for m in models], device, flip
+    def __init__(self, model, device: torch.device, flip: bool, prior: np.ndarray | None = None):
+        self.model, self.device, self.flip = model.to(device).eval(), device, flip
         self.prior = None if prior is None else torch.from_numpy(prior).to(device)
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -134,12 +104,9 @@ class _Predictor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, sizes: list[tuple[int, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
         x = images.to(self.device)
-        prob = 0
-        for model in self.models:
-            prob = prob + F.softmax(deployed_output(model(x)).float(), dim=1)
-            if self.flip:
-                prob = prob + F.softmax(deployed_output(model(x.flip(-1))).float(), dim=1).flip(-1)
-        prob = prob / (len(self.models) * (2 if self.flip else 1))
+        prob = F.softmax(deployed_output(self.model(x)).float(), dim=1)
+        if self.flip:
+            prob = (prob + F.softmax(deployed_output(self.model(x.flip(-1))).float(), dim=1).flip(-1)) / 2
         out = []
         for p, (w, h) in zip(prob, sizes):  # as Bidirectional Learning: probabilities upsampled, then max
             full = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=True)[0]
@@ -188,12 +155,6 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     model, meta = load_trained(checkpoint)
     train = meta["train"]
     protocol = get_protocol(train["data"]["protocol"] if train else ("19" if model.num_classes == 19 else "16"))
-    models, teachers = [model], [str(Path(t).resolve()) for t in o.teachers]
-    for teacher in teachers:
-        models.append(load_trained(teacher)[0])
-        if models[-1].num_classes != model.num_classes:
-            raise PseudoLabelError(f"teacher {teacher} predicts {models[-1].num_classes} classes but {checkpoint} "
-                                   f"{model.num_classes}: the teachers must share the label protocol")
     size = tuple(o.size) or tuple(train["data"]["target_size"] if train else (1024, 512))
     prior = None
     if o.spatial_prior:
@@ -204,22 +165,15 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
     samples = dataset.samples
     outputs = [label_path(out, "cityscapes", s.image, o.split) for s in samples]
     settings = {"checkpoint": str(Path(checkpoint).resolve()), "iteration": meta["provenance"]["iteration"],
-                "target": str(target_root.resolve()), **asdict(o), "size": list(size), "teachers": teachers}
+                "target": str(target_root.resolve()), **asdict(o), "size": list(size)}
     # device and batch do not change the files; options left off are left out, so that trees made before those
     # options existed stay valid
     unused = ["device", "batch"]
     if not o.spatial_prior:
         unused += ["spatial_prior", "prior_root", "prior_format"]
-    if not teachers:
-        unused.append("teachers")
-    if o.class_shares:
-        anchor = _summary_shares(o.class_shares, protocol, "--class-shares")
-        settings["class_shares"] = str(Path(o.class_shares).resolve())
-    else:
-        unused.append("class_shares")
     for key in unused:
         settings.pop(key)
-    predict = _Predictor(models, _device(o.device), o.flip, prior)
+    predict = _Predictor(model, _device(o.device), o.flip, prior)
 
     def predictions(indices, desc):
         bar = tqdm(total=len(samples), initial=len(samples) - len(indices), desc=desc, disable=not progress,
@@ -242,8 +196,7 @@ def make_pseudo_labels(checkpoint: str | Path, target_root: str | Path, out: str
                                 minlength=hist.size).reshape(hist.shape)
             if 3 * label.size <= room:
                 cached[i], room = (label, bins.astype(np.uint16)), room - 3 * label.size
-        percentile = o.percentile if not o.class_shares else anchored_percentiles(hist, anchor)
-        thresholds = class_thresholds(hist, percentile, o.cap)
+        thresholds = class_thresholds(hist, o.percentile, o.cap)
         kept = kept_fractions(hist, thresholds)
         summary = {"command": command, "settings": settings, "frames": len(samples),
                    "classes": list(protocol.class_names), "threshold_bins": thresholds.tolist(), "status": "writing",
@@ -285,35 +238,6 @@ def _resolve_prior_source(o: PseudoLabelOptions, train: dict | None) -> PseudoLa
     return dataclasses.replace(o, prior_root=str(Path(root).resolve()), prior_format=fmt)
 
 
-def _summary_shares(path: str, protocol, option: str) -> np.ndarray:
-    """The kept class shares of the pseudo-label tree whose summary is `path` (`option`: what named it, for the
-    error message)."""
-    try:
-        summary = json.loads(Path(path).read_text())
-        shares = kept_shares(summary)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise PseudoLabelError(f"{option} {path}: not a readable {JSON_NAME} ({e})") from None
-    if summary["classes"] != list(protocol.class_names):
-        raise PseudoLabelError(f"{option} {path} has the classes of another label protocol "
-                               f"({len(summary['classes'])} against {protocol.num_classes})")
-    return shares
-
-
-def enet_weights(shares: np.ndarray, c: float = 1.02) -> np.ndarray:
-    """ENet's class weights 1 / ln(c + p) (Paszke et al. 2016), p each class's share of the labelled pixels.
-    Bounded (50.5 for a class with no pixel, 4.2 for one that covers a quarter), unlike median-frequency
-    balancing, which gives a class kept on a handful of pixels, often wrongly, a weight in the hundreds."""
-    return 1.0 / np.log(c + shares / max(float(shares.sum()), 1e-12))
-
-
-def loss_class_weights(tree: str | Path, scheme: str, protocol: str) -> np.ndarray | None:
-    """The pseudo-label loss's class weights (`method.pseudo_class_weights`) from the tree's own summary, or None
-    (`none`): the shares its labels keep, not those of the predictions they came from."""
-    if scheme == "none":
-        return None
-    return enet_weights(_summary_shares(str(Path(tree) / JSON_NAME), get_protocol(protocol), "data.target_labels"))
-
-
 def _named(protocol, values) -> dict:
     return {n: (None if np.isnan(v) else float(v)) for n, v in zip(protocol.class_names, values)}
 
@@ -327,7 +251,7 @@ def _read_summary(out: Path, settings: dict) -> dict | None:
         return None
     summary = json.loads(path.read_text())
     saved = summary.get("settings", {})
-    if saved != settings:  # a key only one side has (e.g. teachers) counts as changed too
+    if saved != settings:  # a key only one side has (e.g. spatial_prior) counts as changed too
         changed = sorted(k for k in {*settings, *saved} if saved.get(k) != settings.get(k))
         raise PseudoLabelError(f"{out} holds pseudo labels made with other settings ({', '.join(changed)}); "
                                "use another --out, or delete it to start again")

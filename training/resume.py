@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import checkpoints as ckpt
-from .config import TrainConfig, from_dict
+from .config import ConfigError, TrainConfig, from_dict
 
 
 class ResumeError(RuntimeError):
@@ -25,22 +25,20 @@ def read_resumable(out: Path, source: str | Path | None, cfg: TrainConfig) -> di
             raise ckpt.CheckpointError(f"{path} is not a jal-train checkpoint (no iteration/config)")
     except ckpt.CheckpointError as e:
         raise ResumeError(f"--resume: {e}. {readable_snapshot_hint(out, path)}") from None
-    saved = from_dict(state["config"])
+    try:
+        saved = from_dict(state["config"])
+    except ConfigError as e:
+        raise ResumeError(f"--resume: {path}: {e}") from None
     # The init file only matters at the start: a moved or renamed init does not block a resume.
     arch_keys = [k for k in vars(cfg.model) if not k.startswith("init")]
     same_model = all(getattr(saved.model, k) == getattr(cfg.model, k) for k in arch_keys)
     same_method = all(getattr(saved.method, k) == getattr(cfg.method, k)
-                      for k in ("name", "self_training", "target_only", "pseudo_class_weights", "pseudo_rectify",
-                                "mix"))
+                      for k in ("name", "self_training", "pseudo_rectify"))
     if not same_model or not same_method:
-        weights = saved.method.pseudo_class_weights
         raise ResumeError(f"--resume: {path} was trained with another model or method "
                           f"({saved.model.arch}, {saved.method.name}"
                           f"{' + self-training' if saved.method.self_training else ''}"
-                          f"{' (target-only)' if saved.method.target_only else ''}"
-                          f"{'' if weights == 'none' else f', pseudo-label class weights {weights}'}"
                           f"{', rectified pseudo-label loss' if saved.method.pseudo_rectify else ''}"
-                          f"{'' if saved.method.mix == 'none' else f', {saved.method.mix} self-training'}"
                           "); use a new --out folder")
     return state
 

@@ -1,5 +1,5 @@
 """The half of a training run that checkpoints and resume depend on: what a checkpoint holds besides the network
-(discriminators, optimisers, AMP scaler, the EMA teacher, iteration, best score, seconds spent), writing it, and
+(discriminators, optimisers, AMP scaler, iteration, best score, seconds spent), writing it, and
 putting it back. Kept apart from the iteration so that the two directions, save and resume, read side by side."""
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class TrainingDiverged(TrainingError):
 
 class RunState:
     """Mixed into `engine.Trainer`, whose set-up gives it `cfg`, `out`, `env`, `model`, `discs`, `opt_g`, `opt_wtm`,
-    `opt_d`, `scaler`, `teacher`, `iteration`, `best`, `seconds` and `_target_statistics`."""
+    `opt_d`, `scaler`, `iteration`, `best`, `seconds` and `_target_statistics`."""
 
     def _state(self) -> dict:
         return {"config": self.cfg.to_dict(), "iteration": self.iteration, "best": self.best, "seconds": self.seconds,
@@ -29,8 +29,7 @@ class RunState:
                 "optimizers": {"g": self.opt_g.state_dict(),
                                "wtm": self.opt_wtm.state_dict() if self.opt_wtm else None,
                                **{n: o.state_dict() for n, o in self.opt_d.items()}},
-                "scaler": self.scaler.state_dict(),
-                **({"teacher": self.teacher.state_dict()} if self.teacher is not None else {})}
+                "scaler": self.scaler.state_dict()}
 
     def _assert_finite_weights(self) -> None:
         """A step can blow the weights up before any loss shows it: never save such a state."""
@@ -55,8 +54,8 @@ class RunState:
         for old in snaps[: max(0, len(snaps) - self.cfg.run.keep)]:
             old.unlink()
 
-    def _resume(self, source: str | Path | None = None) -> dict | None:
-        """Loads the run's state; returns the EMA teacher's (method.mix), which is built after the model."""
+    def _resume(self, source: str | Path | None = None) -> None:
+        """Loads the run's state (checked first by `resume.read_resumable`)."""
         try:
             state = read_resumable(self.out, source, self.cfg)
         except ResumeError as e:
@@ -72,4 +71,3 @@ class RunState:
         self.scaler.load_state_dict(state["scaler"])
         self.iteration, self.best = state["iteration"], state["best"]
         self._seconds_before = state.get("seconds", 0.0)  # checkpoints written before it was kept: 0
-        return state.get("teacher")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from jal_deploy.atomic import write_text
 
-LOSS_TERMS = ("seg1", "seg2", "seg1_tgt", "seg2_tgt", "kl_tgt", "mix1", "mix2", "adv1", "adv2", "jal", "adv_wtm1",
-              "adv_wtm2", "d1", "d2", "d_wtm")
+LOSS_TERMS = ("seg1", "seg2", "seg1_tgt", "seg2_tgt", "kl_tgt", "adv1", "adv2", "jal", "adv_wtm1", "adv_wtm2", "d1",
+              "d2", "d_wtm")
 D_STATS = tuple(f"{d}_{s}" for d in ("d1", "d2", "d_wtm") for s in ("acc_source", "acc_target", "p_target"))
 TRAIN_COLUMNS = ("iteration", "lr", "lr_d", "lr_wtm", *LOSS_TERMS, *D_STATS, "sec_per_iter")
 

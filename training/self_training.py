@@ -3,15 +3,7 @@
 Round k (1..K) lives in `out/round{k}/`: `pseudo/` is the pseudo-label tree made by the model of round k-1
 (round 1: the adapted checkpoint), `train/` a run initialised from that same model and trained with the
 segmentation loss on the pseudo labels too (`method.self_training`). The next round labels with this run's
-`last.pth` (never a snapshot chosen with target labels). Extra teachers (`options.teachers`) label round 1
-beside the adapted checkpoint. Each later round's student labels alone, or, with `teachers_every_round`, beside
-the same teachers: their view of the target stays in every round's labels instead of only in the student's
-weights. With `fresh_students` every round's student starts from the adapted checkpoint, as Bidirectional
-Learning retrains each step from its initial weights: the previous round's student only labels, so a round does
-not inherit the previous student's fit to its own labels' errors. With `anchor_shares` every later round's
-labels keep round 1's class shares (`PseudoLabelOptions.class_shares`), so the class composition does not drift
-with what each student over- or under-predicts. A finished round leaves `round.json` and is
-skipped; an unfinished one resumes where it stopped (pseudo labels file by file, training from its last
+`last.pth` (never a snapshot chosen with target labels). A finished round leaves `round.json` and is skipped; an unfinished one resumes where it stopped (pseudo labels file by file, training from its last
 checkpoint).
 """
 from __future__ import annotations
@@ -23,8 +15,8 @@ from pathlib import Path
 from jal_deploy.atomic import write_text
 
 from .checkpoints import read_checkpoint
-from .config import TrainConfig, apply_overrides, load_preset
-from .pseudo_labels import JSON_NAME, PseudoLabelOptions, make_pseudo_labels
+from .config import TrainConfig, apply_overrides, load_preset, without_removed_keys
+from .pseudo_labels import PseudoLabelOptions, make_pseudo_labels
 from .synthetic import ensure_synthetic
 
 
@@ -43,6 +35,7 @@ def round_config(checkpoint: str | Path, pseudo_dir: str | Path, preset: str = "
     `pseudo_dir`, initialised from `checkpoint` (the student's start)."""
     state = read_checkpoint(checkpoint)
     saved = state.get("config") if isinstance(state, dict) else None
+    saved = without_removed_keys(saved) if saved else saved  # a checkpoint of an earlier version
     if not preset and not saved:
         raise ValueError(f"{checkpoint} carries no training config: pass a preset")
     cfg = TrainConfig(preset=preset or (saved or {}).get("preset", ""))
@@ -57,9 +50,7 @@ def round_config(checkpoint: str | Path, pseudo_dir: str | Path, preset: str = "
 
 
 def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str = "", overrides: dict | None = None,
-               options: PseudoLabelOptions | None = None, progress: bool = True, log=print,
-               teachers_every_round: bool = False, fresh_students: bool = False,
-               anchor_shares: bool = False) -> list[dict]:
+               options: PseudoLabelOptions | None = None, progress: bool = True, log=print) -> list[dict]:
     """Run (or resume) `rounds` self-training rounds from an adapted checkpoint; one summary per round:
     {'round', 'checkpoint', 'pseudo': {kept_total, precision}, 'eval': the run's last evaluation}."""
     from .engine import Trainer  # torch-heavy: only when training
@@ -74,15 +65,11 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
             model = folder / "train" / "checkpoints" / "last.pth"  # where it is now, should the folder have moved
             log(f"round {k}: finished earlier ({model})")
             continue
-        student = Path(checkpoint) if fresh_students else model
-        cfg = round_config(student, folder / "pseudo", preset, overrides)
+        cfg = round_config(model, folder / "pseudo", preset, overrides)
         ensure_synthetic(cfg, progress=progress)
         d = cfg.data
         opts = options or PseudoLabelOptions()
-        opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size),
-                                   teachers=opts.teachers if k == 1 or teachers_every_round else ())
-        if anchor_shares and k > 1:
-            opts = dataclasses.replace(opts, class_shares=str(out / "round1" / "pseudo" / JSON_NAME))
+        opts = dataclasses.replace(opts, list_file=d.target_list, size=tuple(opts.size or d.target_size))
         log(f"round {k}: pseudo labels from {model}")
         try:
             pseudo = make_pseudo_labels(model, d.target_root, folder / "pseudo", opts, progress=progress,
@@ -99,8 +86,7 @@ def self_train(checkpoint: str | Path, out: str | Path, rounds: int, preset: str
             result = Trainer(cfg, run_dir, resume=last.is_file(), progress=progress).run()
             if result["status"] != "finished":
                 raise RoundInterrupted(f"round {k} interrupted in {run_dir}; run the same command again to resume")
-        summary = {"round": k, "checkpoint": str(last), "pseudo_from": str(model), "student_from": str(student),
-                   "teachers": list(opts.teachers),
+        summary = {"round": k, "checkpoint": str(last), "pseudo_from": str(model),
                    "pseudo": {"kept_total": pseudo["kept_total"], "precision": pseudo.get("precision")},
                    "eval": result["last_eval"]}
         write_text(done, json.dumps(summary, indent=1))

@@ -24,7 +24,7 @@ from .photometric import Photometric, RandomConvolution, compose
 
 @dataclass
 class Streams:
-    labelled: Iterator | None     # Eq. 1's images and labels (None: target-only self-training)
+    labelled: Iterator            # Eq. 1's images and labels
     target: Iterator | None       # None when the method reads no target image (source-only, oracle)
     val: DataLoader | None        # None with run.eval_every=0
     bn: DataLoader | None         # model.target_bn_frames > 0
@@ -35,31 +35,26 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
     aug = Augment(size=tuple(d.source_size) or None, scale=tuple(d.scale) or None,
                   crop=tuple(d.crop) or None, flip=d.flip)
     target_aug = Augment(size=tuple(d.target_size) or None, scale=aug.scale, crop=aug.crop, flip=d.flip)
-    # Photometric augmentation applies to whichever stream is labelled, so the oracle keeps the same recipe, and
-    # a target-only self-training round sees its pseudo-labelled images noised (Noisy Student: the teachers
-    # labelled the clean images).
+    # Photometric augmentation applies to whichever stream is labelled, so the oracle keeps the same recipe.
     jitter = compose(Photometric(d.color_jitter, d.blur, seed=seed + 3) if d.color_jitter > 0 or d.blur else None,
                      RandomConvolution(seed=seed + 4, kernels=tuple(d.rand_conv_kernels), mix=d.rand_conv_mix)
                      if d.rand_conv else None)
-    labelled = None
     if flags.labels == "target":  # the oracle: target train labels at the target size, no source image
         labelled = SegmentationDataset(d.target_root, "cityscapes", split="train", list_file=d.target_list or None,
                                        augment=target_aug, protocol=d.protocol, seed=seed, cache=d.cache, style=jitter)
-    elif flags.labels == "source":
+    else:
         labelled = SegmentationDataset(d.source_root, d.source, split="train" if d.source == "cityscapes" else None,
                                        list_file=d.source_list or None, augment=aug, protocol=d.protocol, seed=seed,
                                        cache=d.cache, style=compose(_fda_style(cfg), jitter))
     loader = _Loaders(cfg, device_type, env, start)
-    labelled_stream, target = (loader(labelled, seed) if labelled is not None else None), None
-    # source-only trains on no target image (no BN or other leak); ClassMix pastes onto unlabelled target images
-    if flags.adversarial or flags.self_training or cfg.method.mix != "none":
+    target = None
+    if flags.adversarial or flags.self_training:  # source-only trains on no target image (no BN or other leak)
         # Self-training reads the pseudo-label tree (same images, labels from `jal-train pseudo-label`);
         # the adversarial terms then use the same target batch, as Bidirectional Learning does.
         root = d.target_labels if flags.self_training else d.target_root
         target = loader(SegmentationDataset(root, "cityscapes", split="train", labelled=flags.self_training,
                                             list_file=d.target_list or None, protocol=d.protocol, seed=seed + 1,
-                                            augment=target_aug, cache=d.cache,
-                                            style=jitter if flags.labels == "none" else None), seed + 1)
+                                            augment=target_aug, cache=d.cache), seed + 1)
     val = None
     if cfg.run.eval_every:  # 0: no evaluation during training, so no labelled val is read (the pipeline's stages)
         val = SegmentationDataset(d.val_root or d.target_root, "cityscapes", split=d.val_split,
@@ -72,7 +67,7 @@ def build_streams(cfg: TrainConfig, device_type: str, env: DistEnv, start: int =
                                      limit=cfg.model.target_bn_frames, cache=d.cache)
         bn = DataLoader(frames, batch_size=d.batch_size, **loader.workers(min(d.workers, 2)))
     val_loader = DataLoader(val, batch_size=1, **loader.workers(min(d.workers, 2))) if val is not None else None
-    return Streams(labelled_stream, target, val_loader, bn)
+    return Streams(loader(labelled, seed), target, val_loader, bn)
 
 
 def _fda_style(cfg: TrainConfig) -> FourierStyle | None:
