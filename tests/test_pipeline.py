@@ -81,7 +81,8 @@ def test_pipeline_resumes_after_kill_9_between_and_inside_stages_without_target_
     run_until(cmd, out / "01-source" / "stage.json")  # killed between stages
     first = (out / "01-source" / "stage.json").read_text()
     saved = out / "02-jal-wtm" / "checkpoints" / "iter_0000010.pth"
-    run_until(cmd, saved)  # killed inside a stage, after its save at iteration 10
+    # killed inside a stage once its snapshot at iteration 15 exists: last.pth then holds iteration 10 or later
+    run_until(cmd, out / "02-jal-wtm" / "checkpoints" / "iter_0000015.pth")
     saved_at = saved.stat().st_mtime_ns
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
