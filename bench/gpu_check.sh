@@ -24,7 +24,7 @@ if [ "${GPU_CHECK_CPU:-0}" = "1" ]; then
          --set model.arch=deeplabv2-r18 model.width=0.125 "data.source_size=[128,64]" "data.target_size=[128,64]"
          "data.crop=[96,48]")
   runtime=(--device cpu --arch deeplabv2-r18 --width 0.125 --size 128x64 --batches 1 2 --precisions fp32 bf16
-           --options eager fast compile pad24 --iters 2 --warmup 1 --video-frames 4 --parity-frames 2)
+           --options eager fast cuda_graphs compile pad24 --iters 2 --warmup 1 --video-frames 4 --parity-frames 2)
   train_limit=240 runtime_limit=400
 else
   python -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.cuda.get_device_name())" || exit 1

@@ -456,14 +456,19 @@ def decisions(data: dict) -> list[tuple[str, str, str]]:
     and the issue's targets. Each says `not measured` when its rows are missing, never guesses."""
     batches = sorted({p[2] for p in data.get("planned", [])})
     rows = []
-    speeds = {p: [_fps(data, "fast", p, b) for b in batches] for p in ("fp16", "bf16")}
-    if batches and all(v is not None for v in speeds["fp16"] + speeds["bf16"]):
-        wins = {p: sum(a > b for a, b in zip(speeds[p], speeds["bf16" if p == "fp16" else "fp16"]))
-                for p in speeds}
-        pick = "fp16" if wins["fp16"] >= wins["bf16"] else "bf16"
-        rows.append(("decision", "precision", f"{pick} (faster at {wins[pick]} of {len(batches)} batch sizes)"))
+    measured = sorted({r["precision"] for r in data.get("speed", []) if r["option"] == "fast" and "backend_fps" in r})
+    speeds = {p: [_fps(data, "fast", p, b) for b in batches] for p in measured}
+    complete = [p for p in measured if all(v is not None for v in speeds[p])]
+    if len(complete) >= 2:
+        winners = [max(complete, key=lambda p: speeds[p][i]) for i in range(len(batches))]
+        among = f"fast path, among {', '.join(complete)}"
+        if len(set(winners)) == 1:
+            rows.append(("decision", "precision", f"{winners[0]} (faster at every batch size; {among})"))
+        else:
+            rows.append(("decision", "precision", ", ".join(f"{p} at batch {b}" for p, b in zip(winners, batches))
+                         + f" (none faster at every batch size; {among})"))
     else:
-        rows.append(("decision", "precision", "not measured (needs the fast rows in fp16 and bf16)"))
+        rows.append(("decision", "precision", "not measured (needs the fast rows in two precisions)"))
     low = "fp16" if any(p == "fp16" for _, p, _ in data.get("planned", [])) else "fp32"  # fp32 stands in on CPU
     for pad in ("pad24", "pad32"):
         gains = [(_fps(data, pad, low, b), _fps(data, "cuda_graphs", low, b)) for b in batches]
