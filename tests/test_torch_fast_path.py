@@ -67,10 +67,11 @@ def test_option_text_overrides_the_device_default_and_errors_name_the_fix():
     assert TorchOptions.parse("eager", "cuda") == TorchOptions()
     assert TorchOptions.parse("compile=default", "cpu").compile == "default"
     for text, hint in (("compile=fast", "max-autotune"), ("graphs=maybe", "on or off"), ("speed=1", "compile"),
-                       ("graphs", "key=value"), ("compile=off", "freeze=on"), ("max_shapes=0", "at least 1")):
+                       ("graphs", "key=value"), ("compile=off,freeze=on", "freeze=on"), ("max_shapes=0", "at least 1")):
         with pytest.raises(OptionsError, match=hint):
             TorchOptions.parse(text, "cuda")
-    assert TorchOptions.parse("compile=off,freeze=off", "cuda").compile is None
+    off = TorchOptions.parse("compile=off", "cuda")
+    assert off.compile is None and not off.freeze and off.graphs
 
 
 def test_compile_cache_folder_and_inductor_environment(tmp_path, monkeypatch):

@@ -34,6 +34,13 @@ def program_module(program, device: str):
     return program.module().to(device)
 
 
+def _compile_failure(error: Exception) -> bool:
+    """Whether `error` is torch.compile failing (no C++ compiler or Triton, an inductor bug), not the model."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import InductorError
+    return isinstance(error, (BackendCompilerFailed, InductorError))
+
+
 class TorchBackend(Backend):
     name = "torch"
 
@@ -162,8 +169,15 @@ class TorchBackend(Backend):
         return graph(x) if graph is not None else self.module(x)
 
     def _first_call(self, key, x):
-        on_gpu = self.device == "cuda"
-        out, first = timed_call(self.torch, on_gpu, self.module, x)
+        torch, on_gpu = self.torch, self.device == "cuda"
+        try:
+            out, first = timed_call(torch, on_gpu, self.module, x)
+        except Exception as e:
+            if not (self.options.compile and _compile_failure(e)):
+                raise  # a shape outside the program's range, out of memory...: the caller words it
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise BackendError(f"torch.compile failed on {self.path} at batch {key[0]}, {key[2]}x{key[1]}: {reason}. "
+                               f"Run without it: JAL_TORCH_OPTIONS=compile=off") from e
         row = {"compile_s": first if self.options.compile else None, "capture_s": None}
         if self.graphs is not None:
             graph, row["capture_s"] = timed_call(self.torch, on_gpu, self.graphs.get, key, x)

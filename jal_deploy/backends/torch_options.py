@@ -69,6 +69,8 @@ class TorchOptions:
                 raise OptionsError(f"{ENV}: cannot read {item!r}; expected key=value with key one of "
                                    f"{', '.join(sorted(FIELDS))} (or 'eager')")
             options = dataclasses.replace(options, **{key: _value(key, value)})
+            if key == "compile" and options.compile is None:
+                options = dataclasses.replace(options, freeze=False)  # nothing to freeze into: off with it
         return options.validate()
 
     @classmethod
