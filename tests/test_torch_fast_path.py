@@ -169,3 +169,61 @@ def test_a_second_process_compiles_from_the_cache(tiny_program, tmp_path):
     first = probe()
     assert first["hits"] == 0 and any(cache.iterdir())
     assert probe()["hits"] >= 1
+
+
+class FakeCuda:
+    """Just enough of torch.cuda for `Transfers` on CPU: streams that order nothing (CPU work is synchronous) and
+    events that count the waits."""
+
+    waits: list = []
+
+    class Stream:
+        def wait_event(self, event):
+            pass
+
+    class Event:
+        def record(self, stream=None):
+            pass
+
+        def synchronize(self):
+            FakeCuda.waits.append(self)
+
+    compute = Stream()
+
+    @staticmethod
+    def current_stream():
+        return FakeCuda.compute
+
+    @staticmethod
+    def stream(stream):
+        import contextlib
+        return contextlib.nullcontext()
+
+
+class FakeTorch:
+    cuda = FakeCuda
+    from_numpy = staticmethod(torch.from_numpy)
+
+    @staticmethod
+    def empty(shape, dtype, pin_memory):
+        assert pin_memory
+        return torch.empty(shape, dtype=dtype)
+
+
+def test_transfers_reuse_a_pinned_buffer_only_after_what_it_carried_is_done(monkeypatch):
+    """Two pinned buffers per shape and direction: the third upload waits for the first one's copy, and the third
+    download first takes the first result, so no batch is overwritten while it travels."""
+    from jal_deploy.backends.torch_cuda import Transfers
+    monkeypatch.setattr(torch.Tensor, "record_stream", lambda self, stream: None)
+    FakeCuda.waits.clear()
+    transfers = Transfers(FakeTorch, "cpu")
+    batches = [frames(1, 8, 8, seed) for seed in range(3)]
+    uploaded = [transfers.upload(batches[0]).clone(), transfers.upload(batches[1]).clone()]
+    assert not FakeCuda.waits
+    uploaded.append(transfers.upload(batches[2]).clone())
+    assert len(FakeCuda.waits) == 1  # the first buffer's upload, before it is refilled
+    for batch, x in zip(batches, uploaded):
+        np.testing.assert_array_equal(x.numpy(), batch)
+    results = [transfers.download(torch.full((2, 3), float(v))) for v in range(3)]
+    assert [r.result()[0, 0] for r in results] == [0.0, 1.0, 2.0]
+    assert len(FakeCuda.waits) == 4  # each result waited for once, the first before its buffer was refilled
