@@ -143,6 +143,18 @@ def test_compiled_backend_with_frozen_weights_matches_eager(tiny_program, tmp_pa
     assert "compile default + freezing" in compiled.describe()
 
 
+def test_a_compile_failure_says_how_to_run_without_compiling(tiny_program, tmp_path, monkeypatch):
+    from torch._inductor.exc import InductorError
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    backend = TorchBackend(tiny_program, device="cpu", options=f"compile=default,cache_dir={tmp_path}")
+
+    def broken(x):  # what a machine without a C++ compiler raises on the first compiled call
+        raise InductorError(RuntimeError("CppCompileError: no working C++ compiler found"), None)
+    backend.module = broken
+    with pytest.raises(BackendError, match="torch.compile failed .* batch 1, 64x32: .*JAL_TORCH_OPTIONS=compile=off"):
+        backend(frames(1, 32, 64))
+
+
 CACHE_PROBE = """
 import json, sys, numpy as np, torch
 from torch._dynamo.utils import counters
