@@ -109,10 +109,12 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
                       trt_precisions: tuple[str, ...] = (), trt_options: dict | None = None,
                       input_format: str = "uint8_bgr_nhwc", output: str = "labels", dynamic: bool = True,
                       val_root: str | None = None, val_limit: int = 20, arch: str | None = None,
-                      num_classes: int | None = None, aspp_branches: int | None = None, log=print) -> dict:
+                      num_classes: int | None = None, aspp_branches: int | None = None,
+                      pad_classes: int | None = None, log=print) -> dict:
     """Write the requested artefacts to `out`, each proven against PyTorch, and `out/parity.json` with every
     artefact's status (ok / failed and why) and the parity of those made. Raises ExportError naming every
-    failed artefact after the others are written."""
+    failed artefact after the others are written. pad_classes: zero-pad the classifier's output channels to this
+    many (sliced off inside the graph; the labels are the model's)."""
     out = Path(out)
     trt_options = dict(trt_options or {})
     if "int8" in trt_precisions and not int8_calibration:
@@ -120,6 +122,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
     if not onnx and (fp16 or int8_calibration or trt_precisions):
         raise ExportError("--fp16, --int8 and --trt are derived from the fp32 ONNX: drop --no-onnx")
     model, meta = load_trained(checkpoint, arch, num_classes, aspp_branches)  # fail before touching `out`
+    if pad_classes is not None and pad_classes < model.num_classes:
+        raise ExportError(f"--pad-classes {pad_classes} is fewer than the model's {model.num_classes} classes")
     info = model_info(model, meta, input_format, output, dynamic)
     frames, labels = parity_frames(info, val_root, val_limit)
     if trt_precisions:
@@ -127,7 +131,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
     reason = unwritable_reason(out)
     if reason:
         raise ExportError(reason)
-    net = DeployNet(model, info.mean, info.std, input_format, output)
+    net = DeployNet(model, info.mean, info.std, input_format, output, pad_classes=pad_classes)
     mean, std = np.float32(info.mean).reshape(1, 3, 1, 1), np.float32(info.std).reshape(1, 3, 1, 1)
 
     def feed(frame: np.ndarray) -> np.ndarray:  # raw frames, or normalised NCHW floats for float graphs
@@ -152,7 +156,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, onnx: bool = True
         _engines(arts, trt_precisions, out, stem, info, calib, trt_options, checker)
     for r in arts.reports:
         log(r.line())
-    summary = {"checkpoint": str(checkpoint), "model_info": json.loads(info.to_json()), "artefacts": arts.written,
+    summary = {"checkpoint": str(checkpoint), "model_info": json.loads(info.to_json()), "pad_classes": pad_classes,
+               "artefacts": arts.written,
                "status": arts.status, "parity": [r.to_dict() for r in arts.reports]}
     write_text(out / "parity.json", json.dumps(summary, indent=2))
     failures = arts.failures()

@@ -41,12 +41,16 @@ Examples:
 @click.option("--val", "val_root", type=click.Path(file_okay=False),
               help="Cityscapes-format tree: parity also reports the mIoU delta on its val split.")
 @click.option("--val-limit", default=20, show_default=True, help="Validation images for the parity check.")
+@click.option("--pad-classes", type=click.IntRange(min=1), metavar="N",
+              help="Zero-pad the classifier to N output channels (e.g. 24 or 32, multiples of 8 for tensor cores), "
+                   "sliced off before the upsample: same labels. Off by default: keep it only where "
+                   "bench/runtime_gpu.py measures it faster.")
 @click.option("--arch", help="For checkpoints without a config (released AdaptSegNet/ADVENT models).")
 @click.option("--classes", type=int, help="Class count, for checkpoints without a config.")
 @click.option("--aspp-branches", type=click.IntRange(1, 4), help="2 for AdaptSegNet-trained heads.")
 def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_program, trt_precisions, trt_shapes, workspace,
-         version_compatible, tf32, trt_calibrator, hardware_compatible, input_format, output, static, val_root, val_limit, arch, classes,
-         aspp_branches) -> None:
+         version_compatible, tf32, trt_calibrator, hardware_compatible, input_format, output, static, val_root, val_limit,
+         pad_classes, arch, classes, aspp_branches) -> None:
     """Fold WTM into Dec2^T, drop everything training-only, write artefacts and prove they match PyTorch.
 
     Each artefact is compared with the unfolded trained model (WTM applied on the fly): argmax agreement,
@@ -75,7 +79,7 @@ def main(checkpoint, out, onnx, fp16, int8_calibration, calib_count, torch_progr
                                                  "calibrator": trt_calibrator},
                                     input_format=input_format, output=output, dynamic=not static,
                                     val_root=val_root, val_limit=val_limit, arch=arch, num_classes=classes,
-                                    aspp_branches=aspp_branches, log=click.echo)
+                                    aspp_branches=aspp_branches, pad_classes=pad_classes, log=click.echo)
     except (ExportError, CheckpointError, DatasetError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"Wrote {', '.join(summary['artefacts'].values())} and {out}/parity.json")

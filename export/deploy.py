@@ -17,15 +17,43 @@ from jal_deploy.labels import get_protocol
 from jal_deploy.modelinfo import ModelInfo
 from training.checkpoints import load_trained  # noqa: F401  (re-exported: export.deploy.load_trained)
 from training.models import TwoLevelSegmenter, fold_decoder
+from training.models.aspp import ASPP
+
+
+def pad_classifier(decoder: ASPP, channels: int) -> ASPP:
+    """`decoder` with `channels` output channels: the extra kernels and biases are zero and the graph slices them
+    off before anything reads the scores, so labels and logits are the model's. What it is for: 19 outputs are
+    not a multiple of 8, the tensor cores' granularity in fp16/bf16; 24 or 32 may run faster, or may not
+    (bench/runtime_gpu.py measures it)."""
+    classes = decoder.branches[0].out_channels
+    if channels < classes:
+        raise ValueError(f"--pad-classes {channels} is fewer than the model's {classes} classes")
+    padded = copy.deepcopy(decoder)
+    for i, conv in enumerate(decoder.branches):
+        wide = nn.Conv2d(conv.in_channels, channels, conv.kernel_size, padding=conv.padding, dilation=conv.dilation,
+                         bias=True).to(conv.weight.device)
+        with torch.no_grad():
+            wide.weight.zero_()
+            wide.bias.zero_()
+            wide.weight[:classes] = conv.weight
+            wide.bias[:classes] = conv.bias
+        padded.branches[i] = wide.requires_grad_(False)
+    return padded
 
 
 class DeployNet(nn.Module):
     def __init__(self, model: TwoLevelSegmenter, mean, std, input_format: str = "uint8_bgr_nhwc",
-                 output: str = "labels"):
+                 output: str = "labels", pad_classes: int | None = None):
+        """pad_classes: the classifier's output channels (zero-padded, sliced back in the graph); None keeps
+        the model's class count."""
         super().__init__()
         self.encoder = copy.deepcopy(model.encoder)
         # Eq. 6 once, offline: the deployed decoder is Dec2^T when the model has a WTM on Dec2.
         self.decoder = fold_decoder(model.dec2, model.wtm2) if model.wtm2 is not None else copy.deepcopy(model.dec2)
+        self.num_classes = model.num_classes
+        self.padded = bool(pad_classes) and pad_classes != model.num_classes
+        if self.padded:
+            self.decoder = pad_classifier(self.decoder, pad_classes)
         self.input_format, self.output = input_format, output
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("inv_std", 1.0 / torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
@@ -40,7 +68,10 @@ class DeployNet(nn.Module):
         else:
             x = image
         _, high = self.encoder(x)
-        logits = F.interpolate(self.decoder(high), size=x.shape[-2:], mode="bilinear", align_corners=True)
+        scores = self.decoder(high)
+        if self.padded:  # before the upsample: the zero channels cost no interpolation and can win no argmax
+            scores = scores[:, :self.num_classes]
+        logits = F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=True)
         return logits.argmax(1).to(torch.uint8) if self.output == "labels" else logits
 
 

@@ -49,6 +49,28 @@ def test_folding_really_changes_the_decoder(checkpoint):
     assert (folded.branches[0].weight - model.dec2.branches[0].weight).abs().max() > 1e-3
 
 
+def test_padded_classifier_keeps_labels_and_logits(checkpoint, tmp_path):
+    """--pad-classes: zero output channels for the tensor cores, sliced off in the graph before the upsample, so
+    the labels are identical and the logits equal to float rounding (a wider convolution may sum differently)."""
+    model, _ = load_trained(checkpoint)
+    mean = [104.0, 116.7, 122.7]
+    plain = DeployNet(model, mean, [1, 1, 1], output="logits")
+    padded = DeployNet(model, mean, [1, 1, 1], output="logits", pad_classes=24)
+    conv = padded.decoder.branches[0]
+    assert conv.out_channels == 24 and not conv.weight[19:].any() and not conv.bias[19:].any()
+    frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (2, 48, 96, 3), dtype=np.uint8))
+    with torch.no_grad():
+        ref, out = plain(frames), padded(frames)
+        assert out.shape == ref.shape == (2, 19, 48, 96)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        plain.output = padded.output = "labels"
+        assert torch.equal(padded(frames), plain(frames))
+    summary = export_checkpoint(checkpoint, tmp_path, torch_program=True, pad_classes=32, log=lambda *_: None)
+    assert summary["pad_classes"] == 32 and all(r["passed"] for r in summary["parity"])
+    result = CliRunner().invoke(export_main, [str(checkpoint), "--out", str(tmp_path / "few"), "--pad-classes", "8"])
+    assert result.exit_code == 1 and "fewer than the model's 19 classes" in result.output, result.output
+
+
 def test_label_graph_has_dynamic_batch_and_size(checkpoint, tmp_path):
     export_checkpoint(checkpoint, tmp_path, log=lambda *_: None)  # defaults: uint8 frames in, labels out
     session = ort.InferenceSession(str(tmp_path / "perturbed.onnx"), providers=["CPUExecutionProvider"])

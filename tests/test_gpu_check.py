@@ -1,30 +1,71 @@
 """bench/gpu_check.sh in its CPU mode: the same script the GPU machine runs, with a tiny network, ends in the
 one summary table with every part measured."""
+import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 
 
-def test_gpu_check_cpu_mode_prints_one_complete_summary_table(tmp_path):
-    env = {**os.environ, "GPU_CHECK_CPU": "1", "TMPDIR": str(tmp_path)}
-    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh")], capture_output=True, text=True,
-                            env=env, timeout=600, cwd=str(tmp_path))
+def test_gpu_check_cpu_mode_prints_one_complete_summary_table(adapted, tmp_path):
+    # the script runs `python`: this interpreter's, as when its virtual environment is activated
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "GPU_CHECK_CPU": "1", "TMPDIR": str(tmp_path), "PATH": path}
+    result = subprocess.run(["bash", str(ROOT / "bench" / "gpu_check.sh"), "--checkpoint", str(adapted)],
+                            capture_output=True, text=True, env=env, timeout=900, cwd=str(tmp_path))
     out = result.stdout
     assert result.returncode == 0, result.stderr[-2000:]
     assert out.count("GPU check summary") == 1, out[-3000:]
     table = out[out.index("GPU check summary"):].splitlines()
     assert table[1].startswith("| part") and table[2].startswith("|---")
-    parts = [line.split("|")[1].strip() for line in table[3:] if line.startswith("|")]
-    assert {"training JAL+WTM", "deploy graph, torch backend", "jal-segment end to end",
-            "parity on this device"} == set(parts)
-    assert parts.count("deploy graph, torch backend") == 4  # fp32 and bf16 at batch 1 and 2
-    assert "not measured" not in "\n".join(table) and "failed" not in out
+    rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in table[3:] if line.startswith("|")]
+    parts = [r[0] for r in rows]
+    assert {"training JAL+WTM", "deploy graph, torch backend", "compile cache", "jal-segment end to end",
+            "parity on this device", "decision", "target"} == set(parts)
+    # eager, fast, cuda_graphs (graphs are CUDA only: eager + channels-last here), compile, pad24 in fp32 (fp16's
+    # stand-in on CPU), eager and fast in bf16; each at batch 1 and 2, its warm-up apart
+    speed = [r for r in rows if r[0] == "deploy graph, torch backend"]
+    assert len(speed) == 14 and all("warm-up" in r[2] for r in speed), speed
+    assert all("compile" in r[2] for r in speed if "[compile]" in r[1])
+    assert "not measured" not in "\n".join(table) and "failed" not in out and "not reached" not in out
     # beyond the rounding's reach (twice the 99.9th percentile of the logit error) at most 0.1 % of pixels can flip
     parity = next(line for line in table if "parity on this device" in line)
     decisive = float(parity.split("decisive pixels")[1].split("%")[0])
     assert 99.9 <= decisive <= 100.0, parity
+
+
+def test_summary_names_what_was_not_measured_and_decides_only_on_measurements(bench_module, tmp_path):
+    """A run cut by its time limit, without a checkpoint: the table says so row by row; padding is kept only when
+    it is faster at every batch size, and the precision is the one faster at more batch sizes."""
+    runtime_gpu = bench_module("runtime_gpu")
+
+    def row(option, precision, batch, fps):
+        return {"option": option, "precision": precision, "batch": batch, "backend_fps": fps, "stream_fps": fps,
+                "graph_fps": fps, "ms_per_batch": 1.0, "compile_s": None, "capture_s": 0.5, "first_call_s": 0.6}
+    data = {"device": "GPU", "targets": True,
+            "planned": [[o, p, b] for o, p in (("fast", "fp16"), ("fast", "bf16"), ("cuda_graphs", "fp16"),
+                                                 ("pad24", "fp16"), ("pad32", "fp16"), ("max_autotune", "fp16"))
+                        for b in (1, 8)],
+            "speed": [row("fast", "fp16", 1, 160.0), row("fast", "fp16", 8, 340.0), row("fast", "bf16", 1, 150.0),
+                      row("fast", "bf16", 8, 360.0), row("cuda_graphs", "fp16", 1, 100.0),
+                      row("cuda_graphs", "fp16", 8, 200.0), row("pad24", "fp16", 1, 110.0),
+                      row("pad24", "fp16", 8, 201.0), row("pad32", "fp16", 1, 110.0), row("pad32", "fp16", 8, 210.0)],
+            "parity": [{"error": "not measured: parity needs a trained network (--checkpoint); random weights are "
+                                 "not accepted"}], "end_to_end": None}
+    (tmp_path / "runtime.json").write_text(json.dumps(data))
+    table = runtime_gpu.summary(tmp_path / "no.log", tmp_path / "runtime.json")
+    lines = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3].strip()
+             for line in table.splitlines()[3:]}
+    assert lines[("deploy graph, torch backend", "fp16 batch 8 [max_autotune]")] == "not reached within the time limit"
+    assert "random weights are not accepted" in lines[("parity on this device", "-")]
+    assert lines[("decision", "--pad-classes 24")].startswith("leave off (+10.0 % at batch 1, +0.5 % at batch 8")
+    assert lines[("decision", "--pad-classes 32")].startswith("keep")
+    assert lines[("decision", "precision")].startswith("fp16 at batch 1, bf16 at batch 8 (none faster at every")
+    assert lines[("target", ">= 150 FPS at batch 1")] == "met: 160.0 FPS (fast, best precision)"
+    assert lines[("target", ">= 350 FPS at batch 8")] == "met: 360.0 FPS (fast, best precision)"
+    assert lines[("target", ">= 99.5 % labels as fp32")] == "not measured"
 
 
 def test_train_speed_makes_a_random_r101_trainable_at_zero_step_size(synth_root, tmp_path, bench_module):
