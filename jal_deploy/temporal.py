@@ -22,12 +22,14 @@ Torch-free: NumPy and OpenCV only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 FLOW_WIDTH = 256        # flow is computed at this width (the frame's own if narrower): 512x256 -> 256x128
+FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ~2 ms a flow at 256x128 on one core; MEDIUM is 2.5x slower
+                                               # and did not steady the labelled drives more
 # Forward-backward check of Sundaram et al. (2010), |w_f + w_b|^2 <= a (|w_f|^2 + |w_b|^2) + b px^2, with a five
 # times their 0.01: at half resolution DIS flow errs by a few percent of the motion inside rigid surfaces.
 FB_RELATIVE, FB_ABSOLUTE = 0.05, 0.5
@@ -45,6 +47,7 @@ class Motion:
     backward: np.ndarray  # (h, w, 2) float32
     valid: np.ndarray     # (h, w) bool
     cut: bool
+    _cache: dict = field(default_factory=dict, repr=False)  # maps and masks per size: the models share them
 
     @property
     def valid_share(self) -> float:
@@ -52,6 +55,11 @@ class Motion:
 
     def maps(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         """cv2.remap coordinates at (width, height): where each pixel was in the previous frame."""
+        if ("maps", width, height) not in self._cache:
+            self._cache["maps", width, height] = self._maps(width, height)
+        return self._cache["maps", width, height]
+
+    def _maps(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.backward.shape[:2]
         sx, sy = width / w, height / h
         flow = self.backward if (w, h) == (width, height) else cv2.resize(self.backward, (width, height),
@@ -69,7 +77,10 @@ class Motion:
     def valid_at(self, width: int, height: int) -> np.ndarray:
         if self.valid.shape == (height, width):
             return self.valid
-        return cv2.resize(self.valid.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+        if ("valid", width, height) not in self._cache:
+            self._cache["valid", width, height] = cv2.resize(self.valid.view(np.uint8), (width, height),
+                                                             interpolation=cv2.INTER_NEAREST).view(bool)
+        return self._cache["valid", width, height]
 
 
 _GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -86,9 +97,9 @@ class MotionEstimator:
     """Flow from each frame to the one before it. `check=False` skips the forward flow (the occlusion check):
     propagation to skipped frames has no current prediction to fall back to, only cuts matter there."""
 
-    def __init__(self, width: int = FLOW_WIDTH, check: bool = True):
+    def __init__(self, width: int = FLOW_WIDTH, check: bool = True, preset: int = FLOW_PRESET):
         self.width, self.check = width, check
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self._dis = cv2.DISOpticalFlow_create(preset)
         self._previous: np.ndarray | None = None
 
     def gray(self, frame: np.ndarray) -> np.ndarray:
@@ -113,7 +124,7 @@ class MotionEstimator:
 
 def estimate(previous: np.ndarray, current: np.ndarray, dis=None, check: bool = True) -> Motion:
     """Motion between two grayscale frames of one size (see `Motion`)."""
-    dis = dis if dis is not None else cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    dis = dis if dis is not None else cv2.DISOpticalFlow_create(FLOW_PRESET)
     backward = dis.calc(current, previous, None)
     h, w = current.shape
     gx, gy = _grid(w, h)
