@@ -169,7 +169,8 @@ class TemporalConsistency:
 
     def update(self, pred: np.ndarray, warped_before: np.ndarray, valid: np.ndarray | None = None
                ) -> "TemporalConsistency":
-        a, b = (np.asarray(pred), np.asarray(warped_before)) if valid is None else (pred[valid], warped_before[valid])
+        a, b = np.asarray(pred), np.asarray(warped_before)
+        a, b = (a.ravel(), b.ravel()) if valid is None else (a[valid], b[valid])
         if a.size:
             n = int(max(a.max(), b.max())) + 1
             cm = np.bincount(n * a.astype(np.int64) + b, minlength=n * n).reshape(n, n)

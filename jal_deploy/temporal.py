@@ -125,6 +125,7 @@ class MotionEstimator:
 def estimate(previous: np.ndarray, current: np.ndarray, dis=None, check: bool = True) -> Motion:
     """Motion between two grayscale frames of one size (see `Motion`)."""
     dis = dis if dis is not None else cv2.DISOpticalFlow_create(FLOW_PRESET)
+    previous, current = np.ascontiguousarray(previous), np.ascontiguousarray(current)
     backward = dis.calc(current, previous, None)
     h, w = current.shape
     gx, gy = _grid(w, h)
