@@ -38,7 +38,7 @@ class Item:
     frame: np.ndarray | None         # (H, W, 3) BGR uint8; None when `error` is set
     label: np.ndarray | None = None  # (H, W) 19-class train ids (labelled trees and videos)
     error: str | None = None
-    infer: bool = True               # False: --vid-stride reuses the previous prediction for this frame
+    infer: bool = True               # False: --vid-stride skips the network for this frame
 
 
 class Source:
