@@ -28,14 +28,14 @@ import cv2
 import numpy as np
 
 FLOW_WIDTH = 256        # flow is computed at this width (the frame's own if narrower): 512x256 -> 256x128
-FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ~2 ms a flow at 256x128 on one core; MEDIUM is 2.5x slower
-                                               # and did not steady the labelled drives more
+FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ~0.6 ms a flow at 256x128 on one core; MEDIUM is 5x slower
+                                               # and steadied the labelled drives no more
 # Forward-backward check of Sundaram et al. (2010), |w_f + w_b|^2 <= a (|w_f|^2 + |w_b|^2) + b px^2, with a five
 # times their 0.01: at half resolution DIS flow errs by a few percent of the motion inside rigid surfaces.
 FB_RELATIVE, FB_ABSOLUTE = 0.05, 0.5
 BRIGHTNESS_TOLERANCE = 24  # gray levels between a pixel and its warped predecessor before it counts as changed
 CUT_SHARE = 0.5         # fewer pixels than this can take the past: a scene cut
-DECAY = 0.8             # weight of the past per frame: a settled label flips after two disagreeing frames
+DECAY = 0.8             # weight of the past per frame: a held label flips after 2-4 disagreeing frames
 
 
 @dataclass
