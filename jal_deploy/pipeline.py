@@ -9,14 +9,14 @@ With a second model (`compare`, what `jal-segment --compare` runs) each stage do
 batches, so both models see every frame batched and ahead of the caller.
 
 Live sources (cameras, streams) keep only the newest frame in `q_in` and count the frames they drop.
+A stop event (Ctrl-C in jal-segment) ends reading; frames already read still come out, so every file the
+caller writes is complete.
 
 Video options (`temporal.py`): with `temporal` the caller's stage fuses each prediction with the previous
 result warped by optical flow; with `vid_stride` > 1 and `fill="flow"` the frames the network skips get the
 last result warped onto them ("repeat": the last result as it was). The flow runs on the frames the caller
 receives, so live sources still drop frames rather than lag; a scene cut on a skipped frame runs the network
 on that frame at once, since nothing from before the cut fits it.
-A stop event (Ctrl-C in jal-segment) ends reading; frames already read still come out, so every file the
-caller writes is complete.
 """
 from __future__ import annotations
 
