@@ -115,7 +115,7 @@ def _with_flow(video: VideoState, models, frame: np.ndarray, output, stats: Stat
     t = time.perf_counter()
     motion = video.motion(frame)
     stats.add(FLOW, time.perf_counter() - t)
-    if output is None and (motion is None or motion.cut):  # nothing before it fits this frame: run the network
+    if output is None and video.propagate and (motion is None or motion.cut):  # nothing before fits: run the network
         output = []
         for model, stage in zip(models, ("infer", COMPARE)):
             t = time.perf_counter()

@@ -232,13 +232,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 class VideoState:
     """The temporal state of one stream for its models (one, or two with `--compare`), which share the flow.
-    `fuse`: key frames combine with the warped past (--temporal); `propagate`: frames the network skipped get
-    the last result warped along the flow (--vid-stride) instead of repeated."""
+    `fuse`: frames the network ran on combine with the warped past (--temporal); `propagate`: frames it
+    skipped (--vid-stride) show the last result warped along the flow, else that result unchanged."""
 
     def __init__(self, models, fuse: bool, propagate: bool, flow_width: int = FLOW_WIDTH):
         self.models, self.fuse, self.propagate = models, fuse, propagate
         self.estimator = MotionEstimator(flow_width, check=fuse)
         self.states = [LabelFusion() if m.info.output == "labels" else ScoreFusion() for m in models]
+        self.shown: list[np.ndarray] = []  # the last key frame's labels (what `propagate=False` repeats)
 
     def motion(self, frame: np.ndarray) -> Motion | None:
         return self.estimator(frame)
@@ -256,15 +257,22 @@ class VideoState:
                 labels.append(model.postprocess(out, width, height))  # exactly the frame alone
             else:
                 labels.append(model.postprocess(state.fuse(out, past), width, height))
+        self.shown = labels
         return labels
 
     def skipped(self, width: int, height: int, motion: Motion | None) -> list[np.ndarray | None]:
-        """Labels of a frame the network skipped: the last result warped onto it."""
+        """Labels of a frame the network skipped: the last result warped onto it, or repeated. The state
+        follows the flow either way, so the next fusion meets a past that is in place."""
+        if motion is not None and motion.cut:  # (only when repeating: a cut with flow runs the network)
+            self.states = [type(state)(state.decay) for state in self.states]  # nothing before the cut fits
         labels = []
         for model, state in zip(self.models, self.states):
             if isinstance(state, LabelFusion):
                 labels.append(state.propagate(motion, (height, width)))
             else:
                 scores = state.propagate(motion)
-                labels.append(None if scores is None else model.postprocess(scores, width, height))
-        return labels
+                labels.append(None if scores is None or not self.propagate else model.postprocess(scores, width, height))
+        if self.propagate:
+            return labels
+        return [x if x.shape == (height, width) else cv2.resize(x, (width, height), interpolation=cv2.INTER_NEAREST)
+                for x in self.shown]

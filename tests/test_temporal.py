@@ -208,6 +208,9 @@ def test_pipeline_cut_runs_the_network_on_a_skipped_frame_and_fusion_starts_afre
     assert np.array_equal(fused[0].labels, seg.predict(a[0]))
     repeat = list(predictions(seg, _Frames([a[0], a[1], a[1]]), vid_stride=3, fill="repeat"))
     assert repeat[1].labels is repeat[0].labels
+    fused_repeat = list(predictions(seg, _Frames(_drive(5)), temporal=True, vid_stride=2, fill="repeat"))
+    assert [p.reused for p in fused_repeat] == [False, True, False, True, False]
+    assert all(np.array_equal(fused_repeat[i].labels, fused_repeat[i - 1].labels) for i in (1, 3))
     with pytest.raises(ValueError, match="fill"):
         next(predictions(seg, _Frames(a), fill="hold"))
 
