@@ -69,8 +69,8 @@ Exit status: 0 done, 1 done with skipped items (listed) or an error, 130 interru
 @click.option("--codec", type=click.Choice(list(CODECS)), default="mp4v", show_default=True,
               help="Video codec (h264 needs the PyAV extra: pip install 'jal-deploy[video]').")
 @click.option("--vid-stride", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Run the network on every N-th video frame; the others get its result (see --stride-fill). "
-                   "A scene cut runs the network at once.")
+              help="Run the network on every N-th video frame; the others get its result (see --stride-fill; "
+                   "with flow, a scene cut on a skipped frame runs the network on it).")
 @click.option("--stride-fill", type=click.Choice(["flow", "repeat"]), default="flow", show_default=True,
               help="What frames skipped by --vid-stride show: the last result warped along the optical flow "
                    "(follows the moving scene), or repeated unchanged (the cheapest; lags behind motion).")
