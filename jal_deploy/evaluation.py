@@ -6,10 +6,12 @@ SYNTHIA trees score the 16 classes SYNTHIA has (and 13) whatever the model predi
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 from jal_deploy.labels import get_protocol
-from jal_deploy.metrics import ConfusionMatrix, format_iou_table
+from jal_deploy.metrics import ConfusionMatrix, Flicker, TemporalConsistency, format_iou_table
+from jal_deploy.temporal import MotionEstimator
 
 TOP_CONFUSIONS = 5  # largest errors listed under the table and in report.json
 
@@ -53,6 +55,36 @@ class Evaluation:
         return format_iou_table({k: (np.nan if v is None else v) for k, v in res["per_class"].items()},
                                 summary={k: (np.nan if v is None else v) for k, v in summary.items()},
                                 title=f"{self.images} images, protocol {res['protocol']}") + confusion_lines(res)
+
+
+class VideoConsistency:
+    """How steady a labelled video's predictions are: TC (consecutive predictions agreeing once warped by
+    optical flow) and the flicker rate (labels changing where the truth does not). TC's flow is DIS (preset
+    medium) at the frame's full resolution, computed here on its own: finer than the runtime's, and the same
+    for every method scored."""
+
+    def __init__(self):
+        self.flow = MotionEstimator(width=1 << 16, check=False, preset=cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        self.tc, self.flicker = TemporalConsistency(), Flicker()
+        self.previous: tuple[np.ndarray, np.ndarray] | None = None
+
+    def update(self, frame: np.ndarray, labels: np.ndarray, label19: np.ndarray) -> None:
+        """The next frame, its predicted class indices and its true 19-class train ids."""
+        motion = self.flow(frame)
+        if self.previous is not None and motion is not None:
+            before, truth_before = self.previous
+            if not motion.cut:  # a cut has nothing to agree with
+                self.tc.update(labels, motion.warp(before, nearest=True), motion.valid)
+            self.flicker.update(before, labels, truth_before, label19)
+        self.previous = (labels, label19)
+
+    def gap(self) -> None:
+        """A frame is missing (failed to decode, no label): the next pair starts afresh."""
+        self.previous = None
+        self.flow.reset()
+
+    def results(self) -> dict:
+        return {"tc": _num(self.tc.score), "flicker": _num(self.flicker.rate), "tc_pairs": len(self.tc.scores)}
 
 
 def confusion_lines(res: dict, model: str | None = None) -> str:

@@ -1,5 +1,6 @@
 """`run_job`: what `jal-segment` does with a model and a source: predictions from the pipeline, files and
-video written by a writer thread (so encoding overlaps inference), mIoU on labelled trees, `report.json`.
+video written by a writer thread (so encoding overlaps inference), mIoU on labelled trees and videos (with
+TC and the flicker rate on videos), `report.json`.
 With a second model (`compare`), both segment every frame: their agreement, both mIoU tables and the
 per-class delta, captioned side-by-side images and video.
 
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jal_deploy.atomic import write_text
-from jal_deploy.evaluation import Evaluation, confusion_lines, summary_name
+from jal_deploy.evaluation import Evaluation, VideoConsistency, confusion_lines, summary_name
 from jal_deploy.metrics import Agreement, format_compare_table
 from jal_deploy.outputs import CODECS, FrameFiles, OutputError, VideoFile, check_writable
 from jal_deploy.pipeline import Stats, predictions
@@ -74,9 +75,11 @@ def display_available() -> bool:
 def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | None = None, opacity: float = 0.5,
             batch: int = 1, vid_stride: int = 1, codec: str = "mp4v", video_style: str = "overlay",
             show: bool = False, stop: threading.Event | None = None, progress: bool = True, log=print,
-            compare=None, names: tuple[str, str] | None = None) -> JobResult:
+            compare=None, names: tuple[str, str] | None = None, temporal: bool = False, fill: str = "flow",
+            score: bool = True) -> JobResult:
     """`compare`: a second `Segmenter` run on the same frames (`names`: the two captions, default the file
-    names); the video then shows both side by side."""
+    names); the video then shows both side by side. `temporal`, `fill`: the video options of
+    `pipeline.predictions`. `score=False` leaves a labelled source unscored (timing without the scoring's cost)."""
     out = Path(out)
     save = default_saves(source, compare is not None) if save is None else tuple(save)
     if "video" in save and source.kind not in ("video", "camera", "stream"):
@@ -92,8 +95,11 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
     if "video" in save:
         stem = getattr(source, "stem", "video")
         video = VideoFile(out / f"{stem}{CODECS.get(codec, '.mp4')}", source.fps or 25.0, codec)
-    evaluation = Evaluation(segmenter.info.protocol, source.fmt) if source.labelled else None
-    evaluation_b = Evaluation(compare.info.protocol, source.fmt) if source.labelled and compare is not None else None
+    scored = score and source.labelled
+    evaluation = Evaluation(segmenter.info.protocol, source.fmt) if scored else None
+    evaluation_b = Evaluation(compare.info.protocol, source.fmt) if scored and compare is not None else None
+    steady = VideoConsistency() if scored and source.kind == "video" else None
+    steady_b = VideoConsistency() if steady is not None and compare is not None else None
     agreement = Agreement()
     if show and not display_available():
         log("No display found (DISPLAY/WAYLAND_DISPLAY unset): --show is ignored.")
@@ -134,7 +140,7 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
         bar = tqdm(total=source.length, unit="frame", desc="jal-segment", dynamic_ncols=True, leave=True)
     try:
         for pred in predictions(segmenter, source, batch=batch, vid_stride=vid_stride, stats=stats, stop=stop,
-                                compare=compare):
+                                compare=compare, temporal=temporal, fill=fill):
             item, other = pred.item, pred.other
             if other is not None:
                 agreement.update(pred.labels, other)
@@ -142,12 +148,19 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
                 result.skipped.append({"item": item.name, "error": item.error})
                 if bar is not None:
                     bar.write(f"skipped: {item.error}")
-            elif evaluation is not None and item.label is not None:
+            if evaluation is not None and item.label is not None and not item.error:
                 t = time.perf_counter()
                 evaluation.update(pred.labels, item.label)
                 if evaluation_b is not None:
                     evaluation_b.update(other, item.label)
-                stats.add("post", time.perf_counter() - t)
+                for s, labels in ((steady, pred.labels), (steady_b, other)):
+                    if s is not None:
+                        s.update(item.frame, labels, item.label)
+                stats.add("score", time.perf_counter() - t)
+            else:
+                for s in (steady, steady_b):
+                    if s is not None:
+                        s.gap()
             if writer_error:
                 break  # reported below, after the video is finalised
             q.put((item, pred.labels, other if pred.labels is not None else None))
@@ -185,15 +198,20 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
         result.outputs[kind] = {"folder": str(out / files.path(kind, "x").parent.name), "files": n}
     report = {"source": source.description, "model": str(segmenter.backend.path), "backend": segmenter.describe(),
               "status": result.status, "skipped": result.skipped, "notes": result.notes, "outputs": result.outputs,
-              "timing": stats.to_dict(), "vid_stride": vid_stride, "batch": batch,
+              "timing": stats.to_dict(), "vid_stride": vid_stride, "batch": batch, "temporal": temporal,
+              "stride_fill": fill if vid_stride > 1 else None,
               "inference_size": "dynamic" if segmenter.size is None else list(segmenter.size),
               "upsampling": "labels, nearest" if segmenter.info.output == "labels" else "logits, bilinear align_corners"}
     if evaluation is not None and evaluation.images:
         result.metrics = evaluation.results()
+        if steady is not None:
+            result.metrics.update(steady.results())
         result.table = evaluation.table(result.metrics)
         report.update(result.metrics)
     if compare is not None:
         result.compare = _comparison(compare, names, agreement, result.metrics, evaluation_b)
+        if steady_b is not None and "miou" in result.compare:
+            result.compare.update(steady_b.results())
         if evaluation_b is not None and evaluation_b.images:
             result.table = _compare_table(names, result.metrics, result.compare)
         report["compare"] = result.compare

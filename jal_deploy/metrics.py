@@ -139,6 +139,51 @@ class Agreement:
         return 100.0 * self.same / self.total if self.total else float("nan")
 
 
+class Flicker:
+    """Share of pixels whose predicted label changes between consecutive frames where the true label at that
+    pixel does not (and is not ignored): changes nothing in the scene asks for, summed over frame pairs."""
+
+    def __init__(self):
+        self.changed = 0
+        self.steady = 0
+
+    def update(self, pred_before: np.ndarray, pred: np.ndarray, gt_before: np.ndarray, gt: np.ndarray,
+               ignore: int = 255) -> "Flicker":
+        steady = (gt == gt_before) & (gt != ignore)
+        self.steady += int(np.count_nonzero(steady))
+        self.changed += int(np.count_nonzero(steady & (pred != pred_before)))
+        return self
+
+    @property
+    def rate(self) -> float:
+        return self.changed / self.steady if self.steady else float("nan")
+
+
+class TemporalConsistency:
+    """TC of Liu et al. (ECCV 2020): the mIoU between each prediction and the one before it warped onto it by
+    optical flow, averaged over frame pairs. `valid` leaves out pixels the flow cannot follow (they came into
+    view); the mIoU runs over the classes either map holds there."""
+
+    def __init__(self):
+        self.scores: list[float] = []
+
+    def update(self, pred: np.ndarray, warped_before: np.ndarray, valid: np.ndarray | None = None
+               ) -> "TemporalConsistency":
+        a, b = np.asarray(pred), np.asarray(warped_before)
+        a, b = (a.ravel(), b.ravel()) if valid is None else (a[valid], b[valid])
+        if a.size:
+            n = int(max(a.max(), b.max())) + 1
+            cm = np.bincount(n * a.astype(np.int64) + b, minlength=n * n).reshape(n, n)
+            tp = np.diag(cm).astype(np.float64)
+            union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+            self.scores.append(float((tp[union > 0] / union[union > 0]).mean()))
+        return self
+
+    @property
+    def score(self) -> float:
+        return float(np.mean(self.scores)) if self.scores else float("nan")
+
+
 def format_iou_table(
     iou: Sequence[float] | Mapping[str, float],
     names: Sequence[str] | None = None,

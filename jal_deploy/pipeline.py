@@ -11,6 +11,12 @@ batches, so both models see every frame batched and ahead of the caller.
 Live sources (cameras, streams) keep only the newest frame in `q_in` and count the frames they drop.
 A stop event (Ctrl-C in jal-segment) ends reading; frames already read still come out, so every file the
 caller writes is complete.
+
+Video options (`temporal.py`): with `temporal` the caller's stage fuses each prediction with the previous
+result warped by optical flow; with `vid_stride` > 1 and `fill="flow"` the frames the network skips get the
+last result warped onto them ("repeat": the last result as it was). The flow runs on the frames the caller
+receives, so live sources still drop frames rather than lag; a scene cut on a skipped frame runs the network
+on that frame at once, since nothing from before the cut fits it.
 """
 from __future__ import annotations
 
@@ -24,9 +30,12 @@ import cv2
 import numpy as np
 
 from jal_deploy.sources import Item, Source
+from jal_deploy.temporal import VideoState
 
 STAGES = ("decode", "pre", "infer", "post", "encode")
 COMPARE = "compare"  # the second model of `jal-segment --compare`, timed when there is one
+FLOW = "flow"        # optical flow between frames (--temporal, --vid-stride with flow), timed when used
+FILLS = ("flow", "repeat")  # what a frame --vid-stride skips shows
 _END = object()
 
 
@@ -75,7 +84,7 @@ class Stats:
 class Prediction:
     item: Item
     labels: np.ndarray | None   # (H, W) uint8 at the frame's size; None for an item that failed to decode
-    reused: bool = False        # --vid-stride: the previous frame's prediction
+    reused: bool = False        # --vid-stride: the last prediction (warped onto this frame with fill="flow")
     other: np.ndarray | None = None  # the second model's labels (`compare`), like `labels`
 
 
@@ -100,6 +109,25 @@ def _fit(labels: np.ndarray | None, frame: np.ndarray) -> np.ndarray | None:
     return cv2.resize(labels, frame.shape[1::-1], interpolation=cv2.INTER_NEAREST)
 
 
+def _with_flow(video: VideoState, models, frame: np.ndarray, output, stats: Stats):
+    """(labels, other, reused) of one frame with the video options on: flow, then fusion or propagation."""
+    h, w = frame.shape[:2]
+    t = time.perf_counter()
+    motion = video.motion(frame)
+    stats.add(FLOW, time.perf_counter() - t)
+    if output is None and video.propagate and (motion is None or motion.cut):  # nothing before fits: run the network
+        output = []
+        for model, stage in zip(models, ("infer", COMPARE)):
+            t = time.perf_counter()
+            output.append(model.infer(model.preprocess(frame)[None])[0])
+            stats.add(stage, time.perf_counter() - t)
+        stats.inferred += 1
+    t = time.perf_counter()
+    labels = video.key(output, w, h, motion) if output is not None else video.skipped(w, h, motion)
+    stats.add("post", time.perf_counter() - t)  # upsampling, and fusion or warping
+    return labels[0], labels[1] if len(labels) > 1 else None, output is None
+
+
 def _put(q: queue.Queue, value, stop: threading.Event) -> bool:
     """Blocking put that gives up when the pipeline is stopped (so no thread hangs on a full queue)."""
     while not stop.is_set():
@@ -113,11 +141,15 @@ def _put(q: queue.Queue, value, stop: threading.Event) -> bool:
 
 def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, stats: Stats | None = None,
                 stop: threading.Event | None = None, queue_size: int | None = None,
-                compare=None) -> Iterator[Prediction]:
+                compare=None, temporal: bool = False, fill: str = "flow") -> Iterator[Prediction]:
     """Yield a `Prediction` per source item, in order. `stop` ends reading early (Ctrl-C). `compare`: a second
-    `Segmenter` whose labels come as `Prediction.other` (its inference is timed as the `compare` stage)."""
+    `Segmenter` whose labels come as `Prediction.other` (its inference is timed as the `compare` stage).
+    `temporal`: fuse each prediction with the flow-warped past; `fill`: what frames skipped by `vid_stride`
+    show, "flow" (the last result warped onto them) or "repeat" (the last result unchanged)."""
     if batch < 1 or vid_stride < 1:
         raise ValueError("batch and vid_stride must be >= 1")
+    if fill not in FILLS:
+        raise ValueError(f"fill must be one of {', '.join(FILLS)}, not {fill!r}")
     stats = stats if stats is not None else Stats()
     models = (segmenter,) if compare is None else (segmenter, compare)  # each stage runs them all, in this order
     stats.started = time.perf_counter()
@@ -195,6 +227,8 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
     for w in workers:
         w.start()
     previous = previous_other = None
+    propagate = vid_stride > 1 and fill == "flow"
+    video = VideoState(models, fuse=temporal, propagate=propagate) if temporal or propagate else None
     try:
         while True:
             try:
@@ -207,18 +241,21 @@ def predictions(segmenter, source: Source, batch: int = 1, vid_stride: int = 1, 
             if got is _END:
                 break
             item, output = got
-            t = time.perf_counter()
             other = None
-            if item.frame is None:
+            if item.frame is not None and video is not None:
+                labels, other, reused = _with_flow(video, models, item.frame, output, stats)
+            elif item.frame is None:
                 labels, reused = None, False
-            elif output is not None:
-                h, w = item.frame.shape[:2]
-                labels, *others = [m.postprocess(o, w, h) for m, o in zip(models, output)]
-                other = others[0] if others else None
-                previous, previous_other, reused = labels, other, False
-            else:  # --vid-stride: reuse the last prediction (resized if the frame size changed)
-                labels, other, reused = _fit(previous, item.frame), _fit(previous_other, item.frame), True
-            stats.add("post", time.perf_counter() - t)
+            else:
+                t = time.perf_counter()
+                if output is not None:
+                    h, w = item.frame.shape[:2]
+                    labels, *others = [m.postprocess(o, w, h) for m, o in zip(models, output)]
+                    other = others[0] if others else None
+                    previous, previous_other, reused = labels, other, False
+                else:  # --vid-stride: reuse the last prediction (resized if the frame size changed)
+                    labels, other, reused = _fit(previous, item.frame), _fit(previous_other, item.frame), True
+                stats.add("post", time.perf_counter() - t)
             stats.frames += 1
             yield Prediction(item, labels, reused, other)
         for w in workers:

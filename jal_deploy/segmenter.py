@@ -11,6 +11,7 @@ align_corners=True before the argmax (the reference evaluation); label outputs a
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -65,6 +66,7 @@ class Segmenter:
         self._mean = np.asarray(info.mean, np.float32).reshape(3, 1, 1)
         self._inv_std = 1.0 / np.asarray(info.std, np.float32).reshape(3, 1, 1)
         self._maps: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()  # the pipeline may call from two threads (a scene cut on a skipped frame)
 
     @classmethod
     def from_path(cls, path: str | Path, device: str = "auto", backend: str | None = None, precision: str = "fp32",
@@ -99,9 +101,10 @@ class Segmenter:
     def infer(self, batch: np.ndarray) -> np.ndarray:
         """Raw backend call on a pre-processed batch, split into calls of at most the model's batch limit."""
         limit = self.accepts.max_batch
-        if limit is None or len(batch) <= limit:
-            return self.backend(batch)
-        return np.concatenate([self.backend(batch[i:i + limit]) for i in range(0, len(batch), limit)])
+        with self._lock:  # one call at a time: a TensorRT context or a torch module is not re-entrant
+            if limit is None or len(batch) <= limit:
+                return self.backend(batch)
+            return np.concatenate([self.backend(batch[i:i + limit]) for i in range(0, len(batch), limit)])
 
     # -- post-processing -------------------------------------------------------------------------------
     def postprocess(self, output: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -144,15 +147,18 @@ class Segmenter:
                 results[i] = self.postprocess(out[k], frames[i].shape[1], frames[i].shape[0])
         return results
 
-    def stream(self, source, batch: int = 1, vid_stride: int = 1, **kw) -> Iterator:
+    def stream(self, source, batch: int = 1, vid_stride: int = 1, temporal: bool = False, fill: str = "flow",
+               **kw) -> Iterator:
         """Predictions over a source (a path/spec string as jal-segment takes, or a `Source`), decoding and
         inference running ahead in threads. Yields `Prediction(item, labels, reused, other)`; `other` holds a
-        second model's labels when `compare=` names one (see `pipeline.predictions`), else None."""
+        second model's labels when `compare=` names one (see `pipeline.predictions`), else None.
+        `temporal=True` fuses each frame with the flow-warped past (steadier masks); frames `vid_stride`
+        skips get the last result warped onto them (`fill="flow"`) or repeated (`fill="repeat"`)."""
         from jal_deploy.pipeline import predictions
         from jal_deploy.sources import Source, open_source
         src = source if isinstance(source, Source) else open_source(str(source))
         try:
-            yield from predictions(self, src, batch=batch, vid_stride=vid_stride, **kw)
+            yield from predictions(self, src, batch=batch, vid_stride=vid_stride, temporal=temporal, fill=fill, **kw)
         finally:
             if src is not source:
                 src.close()

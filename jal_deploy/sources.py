@@ -36,9 +36,9 @@ class Item:
     index: int
     name: str                        # output name: relative path without suffix ("frankfurt_000000_000294")
     frame: np.ndarray | None         # (H, W, 3) BGR uint8; None when `error` is set
-    label: np.ndarray | None = None  # (H, W) 19-class train ids (labelled trees only)
+    label: np.ndarray | None = None  # (H, W) 19-class train ids (labelled trees and videos)
     error: str | None = None
-    infer: bool = True               # False: --vid-stride reuses the previous prediction for this frame
+    infer: bool = True               # False: --vid-stride skips the network for this frame
 
 
 class Source:
@@ -132,14 +132,29 @@ class DatasetTree(Source):
         return _in_order(self._load, enumerate(self.samples))
 
 
+def video_labels(video: str | Path) -> Path:
+    """The folder of a video's per-frame labels: `drive.mp4` -> `drive_labelIds/` beside it."""
+    video = Path(video)
+    return video.with_name(f"{video.stem}_labelIds")
+
+
+def video_label_name(stem: str, index: int) -> str:
+    """Frame `index`'s label file: Cityscapes label ids, named like jal-segment's own `--save labelid`."""
+    return f"{stem}_{index:06d}_labelIds.png"
+
+
 class Video(Source):
     """A video file, camera or stream through OpenCV. Frames are read sequentially (OpenCV seeking is not
     frame-exact). A frame that fails to decode is listed and skipped; a file that stops decoding before its
-    announced length is `truncated`."""
+    announced length is `truncated`. A video file with a `<stem>_labelIds/` folder beside it (what
+    `jal-data synth-video` writes) is labelled: each frame's Cityscapes label ids are read as it is."""
 
     def __init__(self, target: str | int, kind: str, description: str, limit: int | None = None):
         super().__init__(description)
         self.limit = limit
+        self.labels = video_labels(target) if kind == "video" and video_labels(target).is_dir() else None
+        self.labelled, self.fmt = self.labels is not None, "cityscapes" if self.labels is not None else None
+        self.unlabelled = 0  # frames of a labelled video without a usable label (not scored)
         self.kind, self.live = kind, kind in ("camera", "stream")
         self.capture = cv2.VideoCapture(target)
         if not self.capture.isOpened():
@@ -160,7 +175,7 @@ class Video(Source):
             ok, frame = self.capture.read()
             if ok and frame is not None:
                 bad = 0
-                yield Item(index, f"{self.stem}_{index:06d}", frame)
+                yield Item(index, f"{self.stem}_{index:06d}", frame, label=self._label(index, frame))
                 index += 1
                 continue
             if self.announced is None or index >= self.announced:
@@ -177,6 +192,25 @@ class Video(Source):
             yield Item(index, f"{self.stem}_{index:06d}", None, error=f"frame {index} of {self.description} "
                                                                       f"failed to decode")
             index += 1
+
+    def _label(self, index: int, frame: np.ndarray) -> np.ndarray | None:
+        """Frame `index`'s 19-class train ids, or None (counted, and noted once the video ends)."""
+        if self.labels is None:
+            return None
+        path = self.labels / video_label_name(self.stem, index)
+        label = None
+        if path.is_file():
+            try:
+                label = read_label(path, "cityscapes")
+            except DatasetError:
+                label = None
+        if label is None or label.shape != frame.shape[:2]:
+            self.unlabelled += 1
+            if self.unlabelled == 1:
+                self.notes.append(f"{self.labels} has no usable label for some frames (first: {path.name}, "
+                                  f"missing, unreadable or not {frame.shape[1]}x{frame.shape[0]}); they are not scored")
+            return None
+        return label
 
     def close(self) -> None:
         self.capture.release()

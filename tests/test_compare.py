@@ -142,8 +142,8 @@ def test_the_second_model_runs_batched_in_the_pipeline(runtime_models, synth_roo
     assert stats.seconds[COMPARE] > 0 and "compare" in stats.ms_per_frame()
     for p in preds:  # each the same labels as a call on its own
         assert np.array_equal(p.labels, sa.predict(p.item.frame)) and np.array_equal(p.other, sb.predict(p.item.frame))
-    # --vid-stride: both models' labels are reused together
-    strided = list(predictions(sa, open_source(tree), batch=2, vid_stride=2, compare=sb))
+    # --vid-stride --stride-fill repeat: both models' labels are reused together
+    strided = list(predictions(sa, open_source(tree), batch=2, vid_stride=2, compare=sb, fill="repeat"))
     assert [p.reused for p in strided] == [False, True, False, True]
     assert all(np.array_equal(strided[i].other, strided[i - 1].other) for i in (1, 3))
     assert all(p.other is None for p in predictions(sa, open_source(tree), batch=2))  # no second model: no `other`

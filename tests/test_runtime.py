@@ -260,7 +260,7 @@ def test_pipeline_queues_are_bounded_and_order_is_kept(runtime_models):
 def test_vid_stride_reuses_predictions_and_keeps_every_frame(runtime_models):
     seg = Segmenter.from_path(runtime_models["labels"])
     stats = Stats()
-    preds = list(predictions(seg, _Counting(10), vid_stride=3, stats=stats))
+    preds = list(predictions(seg, _Counting(10), vid_stride=3, stats=stats, fill="repeat"))
     assert len(preds) == 10 and stats.inferred == 4  # frames 0, 3, 6, 9
     assert [p.reused for p in preds] == [i % 3 != 0 for i in range(10)]
     assert preds[1].labels is preds[0].labels

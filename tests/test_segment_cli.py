@@ -127,7 +127,7 @@ def test_folder_with_a_corrupt_image_lists_it_and_writes_the_rest(runtime_models
 def test_video_keeps_every_frame_and_the_frame_rate(runtime_models, synth_root, tmp_path):
     src = _video(tmp_path / "drive.avi", _val_frames(synth_root, 9), fps=12.0)
     out = tmp_path / "out"
-    res = _run(src, "-m", runtime_models["labels"], "-o", out, "--vid-stride", "2")
+    res = _run(src, "-m", runtime_models["labels"], "-o", out, "--vid-stride", "2", "--stride-fill", "repeat")
     assert res.exit_code == 0, res.output
     assert _count_frames(out / "drive.mp4") == (9, 12.0)
     report = json.loads((out / "report.json").read_text())

@@ -58,7 +58,9 @@ def test_video_has_the_requested_frames_size_and_fps(tmp_path, name):
     assert len(frames) == FRAMES == s["frames"]
     assert all(f.shape == (SIZE[1], SIZE[0], 3) for f in frames)
     assert fps == pytest.approx(12.0, abs=0.01) and s["fps"] == 12.0 and s["size"] == list(SIZE)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [name]  # no temp file left behind
+    labels = f"{name.split('.')[0]}_labelIds"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, labels])  # no temp file left behind
+    assert s["labels"] == str(tmp_path / labels) and len(list((tmp_path / labels).iterdir())) == FRAMES
 
 
 def test_same_seed_gives_identical_frames(frames0):
@@ -116,10 +118,10 @@ def test_bad_requests_are_refused_before_any_file(tmp_path):
 
 def test_a_failure_mid_video_leaves_no_file(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
-        yield np.zeros((SIZE[1], SIZE[0], 3), np.uint8)
+        yield np.zeros((SIZE[1], SIZE[0], 3), np.uint8), np.zeros((SIZE[1], SIZE[0]), np.uint8)
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(V, "street_frames", broken)
+    monkeypatch.setattr(V, "labelled_frames", broken)
     with pytest.raises(RuntimeError, match="boom"):
         generate_video(tmp_path / "v.mp4", frames=4, size=SIZE, progress=False)
     assert list(tmp_path.iterdir()) == []
@@ -146,3 +148,28 @@ def test_cli_errors_exit_non_zero_without_a_file(tmp_path):
     assert r.exit_code != 0 and "WIDTHxHEIGHT" in r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
     assert "Example:" in CliRunner().invoke(data_main, ["synth-video", "--help"]).output
+
+
+def test_labels_are_written_beside_the_video_and_make_it_a_labelled_source(tmp_path):
+    from jal_deploy.labels import ID_TO_TRAINID
+    from jal_deploy.sources import open_source
+
+    s = generate_video(tmp_path / "drive.mp4", seed=1, frames=4, size=SIZE, progress=False)
+    truth = list(V.labelled_frames(seed=1, frames=4, size=SIZE))
+    files = sorted((tmp_path / "drive_labelIds").iterdir())
+    assert [f.name for f in files] == [f"drive_{i:06d}_labelIds.png" for i in range(4)]
+    for f, (_, ids) in zip(files, truth):
+        assert np.array_equal(cv2.imread(str(f), cv2.IMREAD_UNCHANGED), ids)  # exact Cityscapes label ids
+    assert {7, 23}.issubset(set(np.unique(truth[0][1]).tolist()))  # road, sky: label ids, not train ids
+    source = open_source(s["path"])
+    items = list(source)
+    assert source.labelled and source.fmt == "cityscapes" and len(items) == 4
+    assert all(np.array_equal(it.label, ID_TO_TRAINID[ids]) for it, (_, ids) in zip(items, truth))
+    with pytest.raises(SynthError, match="drive_labelIds exists"):
+        (tmp_path / "drive.mp4").unlink()
+        generate_video(tmp_path / "drive.mp4", frames=2, size=SIZE, progress=False)
+    generate_video(tmp_path / "drive.mp4", frames=2, size=SIZE, progress=False, force=True)
+    assert len(list((tmp_path / "drive_labelIds").iterdir())) == 2  # the old labels went with --force
+    (tmp_path / "drive_labelIds" / "drive_000001_labelIds.png").unlink()
+    source = open_source(s["path"])
+    assert [it.label is not None for it in source] == [True, False] and "not scored" in source.notes[0]

@@ -1,4 +1,4 @@
-"""`jal-data synth-video`: a short drive through one procedural street, as a video for `jal-segment`."""
+"""`jal-data synth-video`: a short drive through one procedural street, as a labelled video for `jal-segment`."""
 from __future__ import annotations
 
 import click
@@ -21,11 +21,13 @@ from jal_deploy.synth import DOMAINS, SynthError, generate_video
               help="Rendering style and camera of a benchmark domain.")
 @click.option("--force", is_flag=True, help="Overwrite an existing OUT.")
 def synth_video(out, frames, fps, size, seed, speed, style, force):
-    """Write OUT (.mp4, or .avi) of a camera driving through one procedural street.
+    """Write OUT (.mp4, or .avi) of a camera driving through one procedural street, and its labels.
 
     Frames look like the synthetic benchmark's Cityscapes-style target frames (same style, camera and
     size), so a model trained on `jal-data synth` data can be shown segmenting a video with `jal-segment`.
-    The file appears only when complete.
+    Every frame's exact labels go beside it as Cityscapes label ids (street.mp4 ->
+    street_labelIds/street_000000_labelIds.png, ...), so `jal-segment street.mp4` scores the drive: mIoU,
+    temporal consistency (TC) and flicker. Both appear only when complete.
 
     \b
     Example:
@@ -42,5 +44,5 @@ def synth_video(out, frames, fps, size, seed, speed, style, force):
     w, h = s["size"]
     click.echo(f"Wrote {s['path']}: {s['frames']} frames at {w}x{h}, {s['fps']:g} fps ({s['duration']:g} s, "
                f"{s['metres']:g} m at {speed * 3.6:.0f} km/h, {style} style, {s['codec']}, seed {s['seed']}) "
-               f"in {s['seconds']:.1f} s.")
-    click.echo(f"Next: jal-segment {s['path']} --model models/<model>.onnx --out runs/segment/street")
+               f"in {s['seconds']:.1f} s; labels in {s['labels']}.")
+    click.echo(f"Next: jal-segment {s['path']} --model models/<model>.onnx --out runs/segment/street --temporal")
