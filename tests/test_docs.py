@@ -406,3 +406,13 @@ def test_readme_int8_export_runs_on_a_tiny_checkpoint(runtime_models, synth_root
     result = CliRunner().invoke(jal_export, [*args, "--calib-count", "2", "--val-limit", "2"])
     assert result.exit_code == 0, f"{command.where}: `{command.text}` failed:\n{result.output}"
     assert list(tmp_path.glob("*.int8.onnx")) and (tmp_path / "parity.json").exists()
+
+
+def test_readme_video_table_matches_the_benchmark_results_file():
+    """The README's stable-video rows are the ones bench/results/temporal.json records."""
+    rows = json.loads((ROOT / "bench" / "results" / "temporal.json").read_text())["rows"]
+    readme = (ROOT / "README.md").read_text()
+    for r in rows:
+        line = (f"| {r['drive']} | `{r['run']}` | {r['miou']:.2f} | {r['tc']:.2f} | {r['flicker']:.2f} "
+                f"| {r['fps_ratio']:.2f}x |")
+        assert line in readme, f"README.md lacks the row {line}"
