@@ -161,8 +161,7 @@ def test_trt_without_tensorrt_says_what_to_install_and_keeps_the_other_artefacts
     assert status["onnx"]["status"] == "ok" and status["trt_fp16"]["status"] == "failed"
 
 
-@pytest.mark.skipif(not _tensorrt_and_gpu(), reason="needs the tensorrt package and an NVIDIA GPU "
-                    "(TensorRT cannot be installed on the CPU CI machines)")
+@pytest.mark.skipif(not _tensorrt_and_gpu(), reason="needs the tensorrt package and an NVIDIA GPU")
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_trt_engine_matches_pytorch_and_writes_its_sidecar(checkpoint, synth_root, tmp_path, precision):
     data = str(synth_root / "cityscapes")
