@@ -94,3 +94,25 @@ def pseudo(synth_root, adapted, tmp_path_factory):
     summary = make_pseudo_labels(adapted, synth_root / "cityscapes", out, PseudoLabelOptions(batch=4),
                                  progress=False, log=lambda *_: None)
     return out, summary
+
+
+@pytest.fixture
+def slow_segmenter(runtime_models):
+    """A Segmenter over the real labels-out backend, made slower (20 ms a call) than a live camera's frames."""
+    import time
+
+    from jal_deploy.segmenter import Segmenter
+
+    backend = Segmenter.from_path(runtime_models["labels"]).backend
+
+    class Slow:
+        info, notes, name, device, path = backend.info, [], "slow", "cpu", None
+
+        def __call__(self, x):
+            time.sleep(0.02)
+            return backend(x)
+
+        def close(self):
+            pass
+
+    return Segmenter(Slow())

@@ -266,20 +266,8 @@ def test_vid_stride_reuses_predictions_and_keeps_every_frame(runtime_models):
     assert preds[1].labels is preds[0].labels
 
 
-def test_live_sources_drop_stale_frames(runtime_models):
-    seg = Segmenter.from_path(runtime_models["labels"])
-    real = seg.backend.__call__
-
-    class Slow:  # the real backend, made slower than the camera
-        info, notes, name, device, path = seg.backend.info, [], "slow", "cpu", None
-
-        def __call__(self, x):
-            time.sleep(0.02)
-            return real(x)
-
-        def close(self):
-            pass
-    slow = Segmenter(Slow())
+def test_live_sources_drop_stale_frames(slow_segmenter):
+    slow = slow_segmenter
     stats = Stats()
     preds = list(predictions(slow, _Counting(60, live=True, delay=0.002), stats=stats))
     assert stats.dropped > 0 and len(preds) + stats.dropped == 60

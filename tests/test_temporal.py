@@ -226,20 +226,8 @@ def test_both_options_work_with_compare_and_a_logits_model(runtime_models):
                                                                                       sb.predict(frames[0]))
 
 
-def test_live_sources_still_drop_frames_with_both_options(runtime_models):
-    seg = Segmenter.from_path(runtime_models["labels"])
-    real = seg.backend.__call__
-
-    class Slow:  # the real backend, made slower than the camera
-        info, notes, name, device, path = seg.backend.info, [], "slow", "cpu", None
-
-        def __call__(self, x):
-            time.sleep(0.02)
-            return real(x)
-
-        def close(self):
-            pass
-    slow = Segmenter(Slow())
+def test_live_sources_still_drop_frames_with_both_options(slow_segmenter):
+    slow = slow_segmenter
     stats = Stats()
     preds = list(predictions(slow, _Frames(_drive(60), live=True, delay=0.002), stats=stats, temporal=True,
                              vid_stride=3))
