@@ -122,9 +122,9 @@ def _open(out: Path, inputs: Inputs, stages: list[Stage]) -> dict:
         if saved["inputs"] != dataclasses.asdict(inputs):
             raise PipelineError(f"{out} holds a pipeline started with other inputs ({saved['inputs']}); run the same "
                                 "command to resume it, or choose another --out")
-        if saved["recipe"] != json.loads(json.dumps(recipe)):
-            raise PipelineError(f"{out} holds a pipeline of another recipe (the preset's `pipeline:` changed since "
-                                "it started); choose another --out")
+        _redo_changed_tail(out, saved["recipe"], json.loads(json.dumps(recipe)), stages)
+        saved["recipe"] = recipe
+        write_text(path, json.dumps(saved, indent=1))
         return saved
     if out.exists() and any(out.iterdir()):
         raise PipelineError(f"{out} is not empty and holds no {SUMMARY}: choose a new --out")
@@ -132,6 +132,19 @@ def _open(out: Path, inputs: Inputs, stages: list[Stage]) -> dict:
     summary = {"inputs": dataclasses.asdict(inputs), "recipe": recipe, "stages": []}
     write_text(path, json.dumps(summary, indent=1))
     return summary
+
+
+def _redo_changed_tail(out: Path, saved: list[dict], recipe: list[dict], stages: list[Stage]) -> None:
+    """A changed `pick` or `export` after the last model stage is run again (it reads only recorded signals and
+    checkpoints); any other change of the recipe would leave trained stages that no longer match it: refused."""
+    last_model = max(i for i, s in enumerate(stages) if s.makes_model)
+    same_frame = [(r["name"], r["kind"]) for r in saved] == [(r["name"], r["kind"]) for r in recipe]
+    changed = [i for i, (a, b) in enumerate(zip(saved, recipe)) if a != b] if same_frame else [0]
+    if any(i <= last_model for i in changed):
+        raise PipelineError(f"{out} holds a pipeline of another recipe (the preset's `pipeline:` changed since it "
+                            "started); choose another --out")
+    for i in range(min(changed, default=len(stages)), len(stages)):
+        (out / f"{i + 1:02d}-{stages[i].name}" / STAGE_JSON).unlink(missing_ok=True)
 
 
 def _run_stage(stage: Stage, folder: Path, inputs: Inputs, records: dict, previous: str, progress: bool,
