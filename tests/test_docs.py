@@ -416,3 +416,23 @@ def test_readme_video_table_matches_the_benchmark_results_file():
         line = (f"| {r['drive']} | `{r['run']}` | {r['miou']:.2f} | {r['tc']:.2f} | {r['flicker']:.2f} "
                 f"| {r['fps_ratio']:.2f}x |")
         assert line in readme, f"README.md lacks the row {line}"
+
+
+def family_line(r: dict) -> str:
+    """One family's row of the shift-family tables, as README.md and docs/benchmarks.md print it."""
+    def gap(v):
+        return 100 * (v - r["source-only"]) / (r["oracle"] - r["source-only"])
+
+    final = r["stages"][r["recipe_pick"]]
+    best = max(r["stages"][c] for c in r["candidates"])
+    return (f"| {r['family']} | {r['prior']:.2f} | {r['source-only']:.2f} | {r['source-only+tgt-bn']:.2f} "
+            f"({gap(r['source-only+tgt-bn']):.1f} %) | {final:.2f} ({gap(final):.1f} %, `{r['recipe_pick']}`) "
+            f"| {best:.2f} | {r['oracle']:.2f} |")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/benchmarks.md"])
+def test_shift_family_tables_match_the_benchmark_results_file(page):
+    rows = json.loads((ROOT / "bench" / "results" / "shift-families.json").read_text())["rows"]
+    text = (ROOT / page).read_text()
+    for r in rows:
+        assert family_line(r) in text, f"{page} lacks the row {family_line(r)}"
