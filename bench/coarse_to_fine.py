@@ -2,8 +2,8 @@
 """Coarse-to-fine colour-randomised pretraining: more shape learning per minute of a from-scratch pretraining.
 
 The colour-randomised (`cr`) pretraining of the benchmark is underfit at the protocol's 2000 iterations: it has to
-learn shape without colour, and four times more iterations lift it a lot (README, "Four times longer
-colour-randomised pretraining"). An iteration at half the width and height costs about a third. This script
+learn shape without colour, and four times more iterations lift it a lot (lab notebook,
+docs/notebook.md). An iteration at half the width and height costs about a third. This script
 compares, on the benchmark's seed-0 frames and the preset's network, from scratch:
 
   full         `--full-iters` iterations at the protocol's size (the `cr` pretraining of the table);

@@ -24,7 +24,7 @@ from jal_deploy.synth import DEFAULT_COUNTS, DEFAULT_SIZE, SHIFTS, SynthError, g
 @click.option("--force", is_flag=True, help="Regenerate into a non-empty folder (replaces a previous synth).")
 @click.option("--label-shift/--no-label-shift", default=True, show_default=True,
               help="Target streets greener than the sources' (fewer building blocks, more trees). "
-                   "--no-label-shift gives them the GTA5 composition (README: \"label shift\"). With "
+                   "--no-label-shift gives them the GTA5 composition (docs/synthetic-benchmark.md). With "
                    "--shift geometry the family's own built-up streets take the place of the greener ones.")
 @click.option("--shift", default="colour", show_default=True, type=click.Choice(SHIFTS),
               help="Kind of target shift (Cityscapes-layout frames only; the sources never change). "
@@ -42,8 +42,8 @@ def synth(out, seed, gta5, synthia, cs_train, cs_val, size, workers, force, labe
 
     By default (--shift colour) the target (Cityscapes layout) differs from the sources in appearance, camera
     and class statistics, and swaps road<->sidewalk and building<->vegetation colours, so a source-only model
-    makes structurally implausible predictions there that output-space adaptation can correct (README: "The
-    synthetic benchmark"). --shift appearance, weather and geometry give targets that differ by realism alone,
+    makes structurally implausible predictions there that output-space adaptation can correct
+    (docs/synthetic-benchmark.md). --shift appearance, weather and geometry give targets that differ by realism alone,
     by weather alone, or by camera geometry and class frequencies alone, to judge adaptation on other kinds
     of shift.
 

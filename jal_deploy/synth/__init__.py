@@ -2,7 +2,7 @@
 
 Procedural street scenes (`scene.py`) rendered in three domain styles (`styles.py`, `render.py`) and
 written in the real datasets' layouts (`writers.py`), so the same loaders run on real and synthetic data.
-Pure NumPy + OpenCV (+ Pillow for GTA5's palette labels); never imports torch. The README explains the gap.
+Pure NumPy + OpenCV (+ Pillow for GTA5's palette labels); never imports torch. docs/synthetic-benchmark.md explains the gap.
 
     from jal_deploy.synth import generate, generate_video
     summary = generate("data/synth", seed=0, counts={"gta5": 200, "synthia": 200, "cs_train": 200,

@@ -1,7 +1,7 @@
 """Per-domain styles: appearance (how the world is rendered) and layout (what the world contains).
 
 The three domains share one procedural world (`scene.py`) and one material table (`materials.py`); all
-their differences live here, as plain dataclasses that `synth.json` records. The README section "The synthetic benchmark" explains the choices.
+their differences live here, as plain dataclasses that `synth.json` records. docs/synthetic-benchmark.md explains the choices.
 The Cityscapes-format target comes in several shift families (`SHIFTS`, `domains(shift=...)`,
 docs/synthetic-shifts.md); the sources are the same in all of them.
 """
@@ -117,7 +117,7 @@ DOMAINS: dict[str, Domain] = {
 # GTA5) that points the same way as its building <-> vegetation colour swap: a model that follows the swapped
 # colours predicts target class shares *closer* to the source's than the truth is, so output-space alignment
 # has no reason to undo that swap. `domains(label_shift=False)` gives the target the source's composition,
-# which makes the swap visible in the outputs' statistics (README, "label shift").
+# which makes the swap visible in the outputs' statistics (docs/synthetic-benchmark.md, "Layout and statistics").
 COMPOSITION = ("p_building", "street_tree_gap", "verge_trees")
 
 # Target shift families (docs/synthetic-shifts.md). A benchmark whose target differs mainly by a colour
