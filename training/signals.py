@@ -13,6 +13,7 @@ without target labels, and what its `pick` stage chooses the final model by.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +28,15 @@ from .evaluate import target_decoders
 from .losses import decoder_disagreement, normalised_entropy, upsample
 from .models import Discriminator
 
-# how each pick rule ranks stages: the sort key of a stage's signals (the smallest wins)
-RANK = {"entropy": lambda s: s["entropy"], "flip-agreement": lambda s: -s["flip_agreement"],
-        "decoder-agreement": lambda s: s["decoder_kl"], "share-drift": lambda s: s["share_drift"]}
+# each pick rule: the signal it ranks stages by, and whether higher is better
+RULE_SIGNAL = {"entropy": ("entropy", False), "flip-agreement": ("flip_agreement", True),
+               "decoder-agreement": ("decoder_kl", False), "share-drift": ("share_drift", False)}
 
 
+@functools.lru_cache(maxsize=8)
 def source_shares(root: str | Path, fmt: str, protocol: str = "19", limit: int = 200) -> np.ndarray:
-    """Class shares of the source labels (the prior the prediction's composition is compared with)."""
+    """Class shares of the source labels (the prior the prediction's composition is compared with), counted once per
+    tree for all the stages of a pipeline (the array is shared: read it, never write it)."""
     counts = layout_counts(root, fmt, protocol, limit=limit).sum(axis=(1, 2)).astype(np.float64)
     return counts / max(counts.sum(), 1.0)
 
@@ -81,11 +84,8 @@ def pick(stages: list[dict], by: str) -> dict:
     """The stage record a rule chooses among `stages` (each with 'name' and 'signals'); `last` is the newest."""
     if by == "last":
         return stages[-1]
-    usable = [s for s in stages if s["signals"].get(RANK_KEY[by]) is not None]
+    key, higher = RULE_SIGNAL[by]
+    usable = [s for s in stages if s["signals"].get(key) is not None]
     if not usable:
-        raise ValueError(f"no stage has the signal {RANK_KEY[by]!r} that `by: {by}` ranks by")
-    return min(usable, key=lambda s: RANK[by](s["signals"]))
-
-
-RANK_KEY = {"entropy": "entropy", "flip-agreement": "flip_agreement", "decoder-agreement": "decoder_kl",
-            "share-drift": "share_drift"}
+        raise ValueError(f"no stage has the signal {key!r} that `by: {by}` ranks by")
+    return (max if higher else min)(usable, key=lambda s: s["signals"][key])
