@@ -37,7 +37,8 @@ from jal_deploy.machine import cpu_summary
 from jal_deploy.synth import SHIFTS, generate
 from training.baselines import layout_prior, prior_scores
 from training.config import parse_set, resolve
-from training.pipeline import Inputs, PipelineInterrupted, run_pipeline, stage_config, stages_of, val_miou
+from training.pipeline import (Inputs, PipelineInterrupted, open_run, run_pipeline, stage_config, stages_of,
+                               val_miou)
 from training.signals import pick
 
 REDUCED = ("model.width=0.25", "data.source_size=192x96", "data.target_size=192x96")
@@ -63,8 +64,7 @@ def reuse_source_stages(first: Path, run: Path, inputs: Inputs) -> None:
     (same source frames, same seed: the same weights); the pipeline then only scores them for this family."""
     if (run / "pipeline.json").is_file() or not (first / "pipeline.json").is_file():
         return
-    from training.pipeline import _open
-    _open(run, inputs, stages_of(inputs.preset))  # the folder as run_pipeline's first call leaves it
+    open_run(run, inputs, stages_of(inputs.preset))  # the folder as run_pipeline's first call leaves it
     for k, stage in enumerate(stages_of(inputs.preset), 1):
         if not stage.makes_model:
             break

@@ -166,19 +166,19 @@ def test_the_route_recipe_is_the_benchmarks_route():
 
 
 def test_a_changed_pick_after_the_last_model_stage_is_redone_and_a_changed_model_stage_refused(tmp_path):
-    from training.pipeline import PipelineError, _open
+    from training.pipeline import PipelineError, open_run
 
     recipe = tmp_path / "r.yaml"
     recipe.write_text(RECIPE)
     inputs = Inputs(preset=str(recipe))
     out = tmp_path / "run"
-    _open(out, inputs, stages_of(str(recipe)))
+    open_run(out, inputs, stages_of(str(recipe)))
     for k, name in ((4, "pick"), (5, "export")):
         (out / f"0{k}-{name}").mkdir()
         (out / f"0{k}-{name}" / "stage.json").write_text("{}")
     recipe.write_text(RECIPE.replace("by: entropy", "by: decoder-agreement"))
-    _open(out, inputs, stages_of(str(recipe)))
+    open_run(out, inputs, stages_of(str(recipe)))
     assert not (out / "04-pick" / "stage.json").exists() and not (out / "05-export" / "stage.json").exists()
     recipe.write_text(RECIPE.replace("iters: 40", "iters: 41").replace("by: entropy", "by: decoder-agreement"))
     with pytest.raises(PipelineError, match="another recipe"):
-        _open(out, inputs, stages_of(str(recipe)))
+        open_run(out, inputs, stages_of(str(recipe)))

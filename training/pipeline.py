@@ -84,7 +84,7 @@ def run_pipeline(inputs: Inputs, out: str | Path, progress: bool = True, log=pri
     """Run (or resume) the preset's stages into `out`; returns the summary also written to `out/pipeline.json`."""
     out = Path(out)
     stages = stages_of(inputs.preset)
-    summary = _open(out, inputs, stages)
+    summary = open_run(out, inputs, stages)
     records: dict[str, dict] = {}
     previous = ""  # checkpoint of the latest model stage
     started = time.perf_counter()
@@ -113,7 +113,7 @@ def run_pipeline(inputs: Inputs, out: str | Path, progress: bool = True, log=pri
     return summary
 
 
-def _open(out: Path, inputs: Inputs, stages: list[Stage]) -> dict:
+def open_run(out: Path, inputs: Inputs, stages: list[Stage]) -> dict:
     """The run folder's summary: new, or the existing one when the inputs and recipe are those it started with."""
     path = out / SUMMARY
     recipe = [dataclasses.asdict(s) for s in stages]
