@@ -96,6 +96,7 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
         stem = getattr(source, "stem", "video")
         video = VideoFile(out / f"{stem}{CODECS.get(codec, '.mp4')}", source.fps or 25.0, codec)
     scored = score and source.labelled
+    source.read_labels = scored  # an unscored run does not pay for reading the label files
     evaluation = Evaluation(segmenter.info.protocol, source.fmt) if scored else None
     evaluation_b = Evaluation(compare.info.protocol, source.fmt) if scored and compare is not None else None
     steady = VideoConsistency() if scored and source.kind == "video" else None

@@ -37,6 +37,10 @@ COMPARE = "compare"  # the second model of `jal-segment --compare`, timed when t
 FLOW = "flow"        # optical flow between frames (--temporal, --vid-stride with flow), timed when used
 FILLS = ("flow", "repeat")  # what a frame --vid-stride skips shows
 _END = object()
+# The threads a run's stages share: each thread works through its stages one after the other, the threads
+# overlap, so end-to-end speed is set by the busiest thread, not by the sum of all stages.
+THREADS = {"reader": ("decode", "pre"), "network": ("infer", COMPARE), "main": ("post", FLOW, "score"),
+           "writer": ("encode",)}
 
 
 @dataclass
@@ -68,16 +72,31 @@ class Stats:
         return {s: 1000.0 * v / max(self.inferred if s in ("pre", "infer", COMPARE) else self.frames, 1)
                 for s, v in self.seconds.items()}
 
+    def busy(self) -> dict[str, float]:
+        """Share of the wall time each thread spent working (the rest it waited on a queue)."""
+        return {name: sum(self.seconds.get(s, 0.0) for s in stages) / self.wall if self.wall > 0 else 0.0
+                for name, stages in THREADS.items()}
+
+    def bound(self) -> tuple[str, float]:
+        """The busiest thread and its busy share: the stage group that sets the end-to-end speed. A share well
+        under 1 for every thread means they competed for too few CPU cores (or the source fed them slowly)."""
+        return max(self.busy().items(), key=lambda kv: kv[1])
+
     def to_dict(self) -> dict:
+        name, share = self.bound()
         return {"frames": self.frames, "inferred": self.inferred, "batches": self.batches, "dropped": self.dropped,
                 "wall_s": round(self.wall, 3), "fps": round(self.fps, 2), "inference_fps": round(self.inference_fps, 2),
-                "ms_per_frame": {k: round(v, 2) for k, v in self.ms_per_frame().items()}}
+                "ms_per_frame": {k: round(v, 2) for k, v in self.ms_per_frame().items()},
+                "busy": {k: round(v, 3) for k, v in self.busy().items()}, "bound": name, "bound_busy": round(share, 3)}
 
     def line(self) -> str:
         ms = self.ms_per_frame()
         stages = ", ".join(f"{s} {ms[s]:.1f}" for s in ms)
+        name, share = self.bound()
+        groups = "+".join(s for s in THREADS[name] if self.seconds.get(s))
         return (f"{self.frames} frames in {self.wall:.1f} s: {self.fps:.1f} FPS end to end, "
-                f"{self.inference_fps:.1f} FPS inference; ms/frame: {stages}")
+                f"{self.inference_fps:.1f} FPS inference; ms/frame: {stages}; "
+                f"bound by the {name} thread ({groups or 'idle'}, busy {100 * share:.0f} % of the time)")
 
 
 @dataclass

@@ -45,6 +45,7 @@ class Source:
     kind = "source"
     live = False          # a camera/stream: drop stale frames instead of queueing them
     labelled = False
+    read_labels = True    # False: a labelled source yields its frames only (an unscored run skips the label files)
     fmt: str | None = None
     fps: float | None = None
     length: int | None = None  # number of items when known (progress bars)
@@ -119,7 +120,7 @@ class DatasetTree(Source):
         i, s = job
         frame, error = _decode(s.image)
         label = None
-        if frame is not None:
+        if frame is not None and self.read_labels:
             try:
                 label = read_label(s, self.fmt)
                 if label.shape != frame.shape[:2]:
@@ -195,7 +196,7 @@ class Video(Source):
 
     def _label(self, index: int, frame: np.ndarray) -> np.ndarray | None:
         """Frame `index`'s 19-class train ids, or None (counted, and noted once the video ends)."""
-        if self.labels is None:
+        if self.labels is None or not self.read_labels:
             return None
         path = self.labels / video_label_name(self.stem, index)
         label = None

@@ -283,3 +283,18 @@ def test_stream_generator_stops_its_threads_when_abandoned(runtime_models, synth
             break
     time.sleep(0.3)
     assert threading.active_count() == before
+
+
+def test_the_report_names_the_thread_that_bounds_the_run(runtime_models, slow_segmenter):
+    """A network slower than the source bounds the run from the network thread; a source slower than the network
+    from the reader thread. Both stages really run (the delays are sleeps, so the threads never share a core)."""
+    slow_net = Stats()
+    list(predictions(slow_segmenter, _Counting(20), stats=slow_net))
+    name, share = slow_net.bound()
+    assert name == "network" and 0.8 < share <= 1.01, slow_net.busy()
+    assert slow_net.to_dict()["bound"] == "network" and "bound by the network thread (infer" in slow_net.line()
+
+    slow_source = Stats()
+    list(predictions(Segmenter.from_path(runtime_models["labels"]), _Counting(20, delay=0.03), stats=slow_source))
+    name, share = slow_source.bound()
+    assert name == "reader" and share > 0.8 and slow_source.busy()["network"] < 0.5, slow_source.busy()

@@ -13,7 +13,8 @@ from jal_deploy.evaluation import VideoConsistency
 from jal_deploy.metrics import Flicker, TemporalConsistency
 from jal_deploy.pipeline import Stats, predictions
 from jal_deploy.segmenter import Segmenter
-from jal_deploy.sources import Item, Source
+from jal_deploy.job import run_job
+from jal_deploy.sources import Item, Source, open_source
 from jal_deploy.synth import generate_video
 from jal_deploy.temporal import LabelFusion, MotionEstimator, ScoreFusion, agreement, estimate
 
@@ -263,6 +264,15 @@ def test_jal_segment_scores_a_labelled_drive_with_each_option(runtime_models, tm
                    "--no-score", "--temporal")
     assert res.exit_code == 0 and "Video: mIoU" not in res.output
     assert "miou" not in json.loads((tmp_path / "unscored" / "report.json").read_text())
+    source = open_source(str(video))  # unscored, the label files are not even read (timing without their cost)
+    assert source.labelled and all(item.label is not None for item in source)
+    source = open_source(str(video))
+    run_job(Segmenter.from_path(runtime_models["labels"]), source, tmp_path / "unscored2", save=(), progress=False,
+            log=lambda *_: None, score=False)
+    assert not source.read_labels
+    source = open_source(str(video))
+    source.read_labels = False
+    assert [item.label for item in source] == [None] * 8
     res = _segment(video, "-m", runtime_models["labels"], "--stride-fill", "hold")
     assert res.exit_code == 2 and "hold" in res.output
 
