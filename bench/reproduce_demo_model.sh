@@ -105,6 +105,7 @@ if [ "${INSTALL:-0}" = 1 ]; then
   cp "$WORK/demo-grid.png" models/demo-grid.png
   cp "$WORK/export/last.onnx" models/jal-wtm-ssl-synthetic-r18.onnx
   cp "$WORK/export/last.int8.onnx" models/jal-wtm-ssl-synthetic-r18.int8.onnx
+  python -m export.scores_graph models/jal-wtm-ssl-synthetic-r18.onnx models/jal-wtm-ssl-synthetic-r18.scores.onnx
   cp "$WORK/export/parity.json" models/jal-wtm-ssl-synthetic-r18.parity.json
   cp "$WORK/export-source-only/last.onnx" models/source-only-synthetic-r18.onnx
   cp "$WORK/export-source-only/last.int8.onnx" models/source-only-synthetic-r18.int8.onnx

@@ -36,7 +36,9 @@ Examples:
 @click.option("--input", "input_format", type=click.Choice(INPUTS), default=INPUTS[0], show_default=True,
               help="Raw uint8 BGR frames (normalised inside the graph) or normalised float NCHW.")
 @click.option("--output", type=click.Choice(OUTPUTS), default=OUTPUTS[0], show_default=True,
-              help="Label map (argmax inside the graph, uint8) or logits.")
+              help="Label map (argmax inside the graph, uint8), logits at the input size, or scores: the logits "
+                   "before the upsample (1/8 of the input size), which the runtime upsamples; export scores for "
+                   "--temporal video, whose fusion halves flicker with them (docs/video.md).")
 @click.option("--static", is_flag=True, help="Fixed batch 1 at the training size instead of dynamic shapes.")
 @click.option("--val", "val_root", type=click.Path(file_okay=False),
               help="Cityscapes-format tree: parity also reports the mIoU delta on its val split.")

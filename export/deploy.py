@@ -3,7 +3,9 @@
 Dec1, Dec1^T, WTM modules and every discriminator are dropped. With `input_format="uint8_bgr_nhwc"` the
 graph takes raw OpenCV frames (1 byte per value over the bus instead of 4) and normalises inside; with
 `output="labels"` it ends in argmax and returns one uint8 per pixel instead of C floats. Both are the
-defaults because they move the fewest bytes; `float_bgr_nchw` / `logits` give the plain network.
+defaults because they move the fewest bytes; `float_bgr_nchw` / `logits` give the plain network, and `scores`
+its class scores before the upsample (at 1/8 of the input size), which the runtime upsamples itself: what
+video fusion (`jal-segment --temporal`) works best with.
 """
 from __future__ import annotations
 
@@ -71,6 +73,8 @@ class DeployNet(nn.Module):
         scores = self.decoder(high)
         if self.padded:  # before the upsample: the zero channels cost no interpolation and can win no argmax
             scores = scores[:, :self.num_classes]
+        if self.output == "scores":
+            return scores
         logits = F.interpolate(scores, size=x.shape[-2:], mode="bilinear", align_corners=True)
         return logits.argmax(1).to(torch.uint8) if self.output == "labels" else logits
 

@@ -76,6 +76,9 @@ def compare(name: str, precision: str, model: TwoLevelSegmenter, run_artefact, f
     for i, frame in enumerate(frames):
         ref = reference_logits(model, frame, mean, std)
         out = np.asarray(run_artefact(frame))
+        if out.ndim == 4 and out.shape[-2:] != ref.shape[-2:]:  # scores at the network's stride: upsampled
+            out = F.interpolate(torch.from_numpy(out.astype(np.float32)), size=ref.shape[-2:], mode="bilinear",
+                                align_corners=True).numpy()     # as the graph would (and the runtime does)
         if out.ndim == 4:
             err = float(np.abs(out.astype(np.float32) - ref).max())
             max_err = err if max_err is None else max(max_err, err)

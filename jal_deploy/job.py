@@ -202,7 +202,8 @@ def run_job(segmenter, source: Source, out: str | Path, save: tuple[str, ...] | 
               "timing": stats.to_dict(), "vid_stride": vid_stride, "batch": batch, "temporal": temporal,
               "stride_fill": fill if vid_stride > 1 else None,
               "inference_size": "dynamic" if segmenter.size is None else list(segmenter.size),
-              "upsampling": "labels, nearest" if segmenter.info.output == "labels" else "logits, bilinear align_corners"}
+              "upsampling": "labels, nearest" if segmenter.info.output == "labels" else
+              f"{segmenter.info.output}, bilinear align_corners"}
     if evaluation is not None and evaluation.images:
         result.metrics = evaluation.results()
         if steady is not None:

@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field, fields
 METADATA_KEY = "jal_deploy.model_info"
 FORMAT_VERSION = 1
 INPUTS = ("uint8_bgr_nhwc", "float_bgr_nchw")  # raw camera frames | frames already normalised
-OUTPUTS = ("labels", "logits")  # argmax inside the graph (uint8 per pixel) | class scores
+# argmax inside the graph (uint8 per pixel) | class scores at the input size | class scores at the network's
+# stride (1/8 of the input: 64x fewer floats; the runtime upsamples them, and --temporal fuses them)
+OUTPUTS = ("labels", "logits", "scores")
 
 
 class ModelInfoError(ValueError):

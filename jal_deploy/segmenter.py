@@ -108,19 +108,24 @@ class Segmenter:
 
     # -- post-processing -------------------------------------------------------------------------------
     def postprocess(self, output: np.ndarray, width: int, height: int) -> np.ndarray:
-        """One network output (labels (h, w) or logits (C, h, w)) -> uint8 labels (height, width)."""
+        """One network output (labels (h, w), or logits / scores (C, h, w)) -> uint8 labels (height, width)."""
         if self.info.output == "labels":
             labels = output.astype(np.uint8, copy=False)
             if labels.shape != (height, width):
                 labels = cv2.resize(labels, (width, height), interpolation=cv2.INTER_NEAREST)
             return labels
-        logits = np.ascontiguousarray(output.transpose(1, 2, 0), dtype=np.float32)  # (h, w, C)
-        if logits.shape[:2] != (height, width):
-            mx, my = self._align_corners_maps(logits.shape[1], logits.shape[0], width, height)
-            logits = cv2.remap(logits, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            if logits.ndim == 2:  # remap drops the channel axis of a one-class output
-                logits = logits[..., None]
-        return logits.argmax(axis=2).astype(np.uint8)
+        return self.upsample(output, width, height).argmax(axis=2).astype(np.uint8)
+
+    def upsample(self, scores: np.ndarray, width: int, height: int) -> np.ndarray:
+        """(C, h, w) class scores -> (height, width, C) float32, bilinear with aligned corners: the graph's own
+        upsampling for logits, and for scores at the network's stride the one the graph leaves out."""
+        scores = np.ascontiguousarray(scores.transpose(1, 2, 0), dtype=np.float32)  # (h, w, C)
+        if scores.shape[:2] != (height, width):
+            mx, my = self._align_corners_maps(scores.shape[1], scores.shape[0], width, height)
+            scores = cv2.remap(scores, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if scores.ndim == 2:  # remap drops the channel axis of a one-channel output
+                scores = scores[..., None]
+        return scores
 
     def _align_corners_maps(self, w, h, W, H):
         key = (w, h, W, H)

@@ -12,8 +12,10 @@ inside the previous frame, the forward flow leads back to where it started (forw
 marks occlusions) and the warped previous frame looks like the current one (brightness check). When most
 pixels fail, the frame is a scene cut and everything falls back to the current frame.
 
-Two kinds of result are fused. Class scores (models exported with logits): probabilities accumulated with a
-decay, A_t = decay * warp(A_{t-1}) + p_t, argmax A_t. Labels only (the default export, argmax in the graph):
+Two kinds of result are fused. Class scores (models exported with `--output scores` or `logits`): probabilities
+accumulated with a decay, A_t = decay * warp(A_{t-1}) + p_t, at the network's resolution; the label a pixel showed
+(warped) is kept until another class leads it by `HYSTERESIS` of the pixel's accumulated weight, so two classes
+that the scores rate alike do not take turns. Labels only (the default export, argmax in the graph):
 the same vote, kept as the winning label and its margin over the runner-up, so a pixel's label changes only
 once the current frames have out-voted the decayed past. A label-only model gives no confidence, so a
 pixel's vote weighs the share of its 8 neighbours that agree with it: isolated specks and ragged
@@ -30,12 +32,16 @@ import numpy as np
 FLOW_WIDTH = 256        # flow is computed at this width (the frame's own if narrower): 512x256 -> 256x128
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_FAST  # ~0.6 ms a flow at 256x128 on one core; MEDIUM is 5x slower
                                                # and steadied the labelled drives no more
-# Forward-backward check of Sundaram et al. (2010), |w_f + w_b|^2 <= a (|w_f|^2 + |w_b|^2) + b px^2, with a five
-# times their 0.01: at half resolution DIS flow errs by a few percent of the motion inside rigid surfaces.
-FB_RELATIVE, FB_ABSOLUTE = 0.05, 0.5
+# Forward-backward check of Sundaram et al. (2010), |w_f + w_b|^2 <= a (|w_f|^2 + |w_b|^2) + b px^2, with a = 0.2
+# (theirs: 0.01): at half resolution DIS flow errs by several percent of the motion inside rigid surfaces, and a
+# stricter check dropped the history of pixels the flow follows well (lab notebook, "Steadier video").
+FB_RELATIVE, FB_ABSOLUTE = 0.2, 0.5
 BRIGHTNESS_TOLERANCE = 24  # gray levels between a pixel and its warped predecessor before it counts as changed
+SCORE_BRIGHTNESS_TOLERANCE = 48  # the same for fused scores: they carry their confidence, so the current frame
+                                 # out-votes a wrong past within a frame or two; a label has no such weight
 CUT_SHARE = 0.5         # fewer pixels than this can take the past: a scene cut
 DECAY = 0.8             # weight of the past per frame: a held label flips after 2-4 disagreeing frames
+HYSTERESIS = 0.15       # scores: share of a pixel's accumulated weight by which a new class must lead the held one
 
 
 @dataclass
@@ -47,6 +53,7 @@ class Motion:
     backward: np.ndarray  # (h, w, 2) float32
     valid: np.ndarray     # (h, w) bool
     cut: bool
+    loose: np.ndarray | None = None  # (h, w) bool: `valid` with the scores' brightness tolerance (None: `valid`)
     _cache: dict = field(default_factory=dict, repr=False)  # maps and masks per size: the models share them
 
     @property
@@ -74,13 +81,15 @@ class Motion:
                         borderMode=cv2.BORDER_REPLICATE)
         return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
 
-    def valid_at(self, width: int, height: int) -> np.ndarray:
-        if self.valid.shape == (height, width):
-            return self.valid
-        if ("valid", width, height) not in self._cache:
-            self._cache["valid", width, height] = cv2.resize(self.valid.view(np.uint8), (width, height),
-                                                             interpolation=cv2.INTER_NEAREST).view(bool)
-        return self._cache["valid", width, height]
+    def valid_at(self, width: int, height: int, scores: bool = False) -> np.ndarray:
+        """Where the past can be trusted at (width, height); `scores`: for fused class scores (looser)."""
+        mask = self.loose if scores and self.loose is not None else self.valid
+        if mask.shape == (height, width):
+            return mask
+        key = ("valid", scores, width, height)
+        if key not in self._cache:
+            self._cache[key] = cv2.resize(mask.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+        return self._cache[key]
 
 
 _GRIDS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -132,14 +141,16 @@ def estimate(previous: np.ndarray, current: np.ndarray, dis=None, check: bool = 
     mx, my = gx + backward[..., 0], gy + backward[..., 1]
     valid = (mx >= -0.5) & (mx <= w - 0.5) & (my >= -0.5) & (my <= h - 0.5)
     seen = cv2.remap(previous, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    valid &= np.abs(seen.astype(np.int16) - current) <= BRIGHTNESS_TOLERANCE
     if check:
         forward = dis.calc(previous, current, None)
         fx, fy = cv2.split(cv2.remap(forward, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE))
         bx, by = backward[..., 0], backward[..., 1]
         error = np.square(bx + fx) + np.square(by + fy)  # per channel: numpy sums a last axis of 2 slowly
         valid &= error <= FB_RELATIVE * (bx * bx + by * by + fx * fx + fy * fy) + FB_ABSOLUTE
-    return Motion(backward, valid, cut=np.count_nonzero(valid) < CUT_SHARE * valid.size)
+    change = np.abs(seen.astype(np.int16) - current)
+    loose = valid & (change <= SCORE_BRIGHTNESS_TOLERANCE)
+    valid &= change <= BRIGHTNESS_TOLERANCE
+    return Motion(backward, valid, cut=np.count_nonzero(valid) < CUT_SHARE * valid.size, loose=loose)
 
 
 def agreement(labels: np.ndarray) -> np.ndarray:
@@ -198,12 +209,15 @@ class LabelFusion:
 
 
 class ScoreFusion:
-    """Fused class scores of a model that returns logits: softmax probabilities accumulated with a decay at
-    the network's output resolution, (C, h, w). The caller upsamples and takes the argmax, as for logits."""
+    """Fused class scores of a model that returns scores or logits: softmax probabilities accumulated with a
+    decay at the model's output resolution, (C, h, w). The caller upsamples them and calls `hold` for the labels:
+    the argmax, except where the label the pixel showed before still trails the leader by less than the
+    hysteresis."""
 
-    def __init__(self, decay: float = DECAY):
-        self.decay = decay
+    def __init__(self, decay: float = DECAY, hysteresis: float = HYSTERESIS):
+        self.decay, self.hysteresis = decay, hysteresis
         self.scores: np.ndarray | None = None  # (h, w, C) float32
+        self.labels: np.ndarray | None = None  # the last labels shown, at the frame's size
 
     def fuse(self, logits: np.ndarray, motion: Motion | None) -> np.ndarray:
         probs = softmax(logits)
@@ -211,15 +225,34 @@ class ScoreFusion:
             self.scores = probs
         else:
             past = motion.warp(self.scores)
-            valid = motion.valid_at(probs.shape[1], probs.shape[0])
+            valid = motion.valid_at(probs.shape[1], probs.shape[0], scores=True)
             self.scores = np.where(valid[..., None], self.decay * past + probs, probs)
         return self.scores.transpose(2, 0, 1)
+
+    def total(self) -> np.ndarray:
+        """(1, h, w): each pixel's accumulated weight (the sum of its fused probabilities)."""
+        return self.scores.sum(axis=2)[None]
+
+    def hold(self, scores: np.ndarray, total: np.ndarray, motion: Motion | None) -> np.ndarray:
+        """Labels from fused `scores` (H, W, C) at the frame's size (changed in place) and their `total` weight
+        (H, W): the held label gets a bonus of `hysteresis * total` before the argmax, so another class takes
+        the pixel only by leading it by more (one argmax, as without fusion)."""
+        h, w, c = scores.shape
+        if motion is not None and not motion.cut and self.labels is not None and self.labels.shape == (h, w):
+            held = motion.warp(self.labels, nearest=True).ravel()
+            rows = np.flatnonzero(motion.valid_at(w, h, scores=True))
+            flat = scores.reshape(-1, c)
+            flat[rows, held[rows]] += self.hysteresis * total.ravel()[rows]
+        self.labels = scores.argmax(axis=2).astype(np.uint8)
+        return self.labels
 
     def propagate(self, motion: Motion | None) -> np.ndarray | None:
         if self.scores is None:
             return None
         if motion is not None:
             self.scores = motion.warp(self.scores)
+            if self.labels is not None:
+                self.labels = motion.warp(self.labels, nearest=True)
         return self.scores.transpose(2, 0, 1)
 
 
@@ -254,9 +287,11 @@ class VideoState:
                 labels.append(state.fuse(model.postprocess(out, width, height), past))
             elif past is None:
                 state.fuse(out, None)
-                labels.append(model.postprocess(out, width, height))  # exactly the frame alone
+                state.labels = model.postprocess(out, width, height)  # exactly the frame alone
+                labels.append(state.labels)
             else:
-                labels.append(model.postprocess(state.fuse(out, past), width, height))
+                scores = model.upsample(state.fuse(out, past), width, height)
+                labels.append(state.hold(scores, model.upsample(state.total(), width, height)[..., 0], past))
         self.shown = labels
         return labels
 
@@ -264,7 +299,7 @@ class VideoState:
         """Labels of a frame the network skipped: the last result warped onto it, or repeated. The state
         follows the flow either way, so the next fusion meets a past that is in place."""
         if motion is not None and motion.cut:  # (only when repeating: a cut with flow runs the network)
-            self.states = [type(state)(state.decay) for state in self.states]  # nothing before the cut fits
+            self.states = [type(state)() for state in self.states]  # nothing before the cut fits
         labels = []
         for model, state in zip(self.models, self.states):
             if isinstance(state, LabelFusion):

@@ -36,7 +36,8 @@ def synth_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def runtime_models(synth_root, tmp_path_factory):
     """Artefacts of a real (1-iteration) JAL+WTM checkpoint, exported as jal-export does:
-    {'labels': uint8-in/labels-out ONNX, 'logits': logits ONNX, 'pt2': logits torch.export program}."""
+    {'labels': uint8-in/labels-out ONNX, 'logits': logits ONNX, 'scores': scores-at-stride ONNX (with its
+    parity report), 'pt2': logits torch.export program}."""
     import torch
 
     from export.api import export_checkpoint
@@ -54,7 +55,9 @@ def runtime_models(synth_root, tmp_path_factory):
     quiet = {"log": lambda *_: None}
     labels = export_checkpoint(ckpt, out / "labels", **quiet)["artefacts"]["onnx"]
     logits = export_checkpoint(ckpt, out / "logits", output="logits", torch_program=True, **quiet)["artefacts"]
-    return {"labels": labels, "logits": logits["onnx"], "pt2": logits["torch"], "checkpoint": ckpt}
+    scores = export_checkpoint(ckpt, out / "scores", output="scores", **quiet)
+    return {"labels": labels, "logits": logits["onnx"], "pt2": logits["torch"], "checkpoint": ckpt,
+            "scores": scores["artefacts"]["onnx"], "scores_parity": scores["parity"]}
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ ROWS = re.findall(r"^\| `((?:jal-wtm-ssl|source-only)-synthetic-r18[.\w]*\.onnx)
 
 
 def test_card_lists_every_shipped_model_with_size_and_checksum():
-    assert sorted(r[0] for r in ROWS) == sorted(p.name for p in MODELS.glob("*.onnx")) and len(ROWS) == 4
+    assert sorted(r[0] for r in ROWS) == sorted(p.name for p in MODELS.glob("*.onnx")) and len(ROWS) == 5
     total = 0
     for name, precision, size, sha in ROWS:
         data = (MODELS / name).read_bytes()
@@ -34,7 +34,8 @@ def test_card_and_embedded_metadata_agree():
         assert info.precision == precision
         assert f"`{info.arch}`" in CARD and f"input size `{info.input_size[0]}x{info.input_size[1]}`" in CARD
         assert f"(protocol `{info.protocol}`)" in CARD and f"{info.num_classes} Cityscapes classes" in CARD
-        assert info.input_format == "uint8_bgr_nhwc" and info.output == "labels" and info.dynamic
+        assert info.input_format == "uint8_bgr_nhwc" and info.dynamic
+        assert info.output == ("scores" if name.endswith(".scores.onnx") else "labels")
         assert f"**{info.provenance['iteration']} JAL+WTM iterations**" in CARD
         assert info.provenance["preset"] == "synthetic-bench"
         if name.startswith("jal-wtm"):
@@ -80,6 +81,18 @@ def test_shipped_fp32_models_reproduce_the_card_miou_per_class(card_val, tmp_pat
     for cls, *values in table:
         assert 100 * result.metrics["per_class"][cls] == pytest.approx(float(values[0]), abs=0.05), cls
         assert 100 * result.compare["per_class"][cls] == pytest.approx(float(values[1]), abs=0.05), cls
+
+
+def test_shipped_scores_model_labels_like_the_labels_model_within_the_card_tolerance(card_val, tmp_path):
+    """The scores file is the labels file's graph without its upsample: the runtime's upsampling (cv2, straight to
+    the frame size) stands in for the graph's (torch, to 384x192, then nearest)."""
+    agree_min, miou_tol = map(float, re.search(r"Checked on any CPU: agreement \*\*>= ([\d.]+) %\*\* and mIoU "
+                                                r"within \*\*\+-([\d.]+)\*\*",
+                                                " ".join(CARD.split())).groups())
+    labels = Segmenter.from_path(MODELS / "jal-wtm-ssl-synthetic-r18.onnx", device="cpu")
+    scores = Segmenter.from_path(MODELS / "jal-wtm-ssl-synthetic-r18.scores.onnx", device="cpu")
+    result = run_job(labels, open_source(f"cityscapes:{card_val}"), tmp_path, save=(), progress=False, compare=scores)
+    assert result.compare["agreement"] >= agree_min and abs(result.compare["miou_delta"]) * 100 <= miou_tol
 
 
 def _int8_tolerance(pattern: str) -> tuple[float, float]:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -298,3 +299,35 @@ def test_the_report_names_the_thread_that_bounds_the_run(runtime_models, slow_se
     list(predictions(Segmenter.from_path(runtime_models["labels"]), _Counting(20, delay=0.03), stats=slow_source))
     name, share = slow_source.bound()
     assert name == "reader" and share > 0.8 and slow_source.busy()["network"] < 0.5, slow_source.busy()
+
+
+def test_scores_artefact_is_the_network_before_its_upsample_and_labels_like_the_logits_one(runtime_models):
+    """`--output scores`: the graph ends before the upsample (1/8 of the input size, 64x fewer floats); the runtime
+    upsamples as the graph would, so its labels are the logits artefact's, and parity holds against PyTorch."""
+    scores, logits = Segmenter.from_path(runtime_models["scores"]), Segmenter.from_path(runtime_models["logits"])
+    assert scores.info.output == "scores" and scores.info.output_names == ["scores"]
+    frame = np.random.default_rng(0).integers(0, 255, (64, 128, 3), dtype=np.uint8)
+    w, h = scores.inference_size(128, 64)
+    out = scores.infer(scores.preprocess(frame)[None])
+    full = logits.infer(logits.preprocess(frame)[None])
+    assert full.shape == (1, 19, h, w) and out.shape == (1, 19, h // 8 + 1, w // 8 + 1)  # ceil-mode pooling
+    up = scores.upsample(out[0], w, h)
+    # cv2.remap interpolates with 1/32-pixel weights, torch in float: equal to a few hundredths of the range
+    assert np.abs(up.transpose(2, 0, 1) - full[0]).max() < 0.02 * np.abs(full).max()
+    assert (up.argmax(2) == full[0].argmax(0)).mean() > 0.99
+    assert (scores.predict(frame) == logits.predict(frame)).mean() > 0.99
+    (report,) = runtime_models["scores_parity"]
+    assert report["passed"] and report["argmax_agreement"] > 99.9 and report["max_abs_logit_error"] < 1e-3
+
+
+def test_a_scores_graph_cut_from_an_exported_labels_graph_is_the_exported_scores_graph(runtime_models, tmp_path):
+    from export.scores_graph import scores_from_graph
+
+    info = scores_from_graph(runtime_models["labels"], tmp_path / "cut.onnx")
+    assert info.output == "scores" and info.provenance["cut_from"] == Path(runtime_models["labels"]).name
+    cut, made = Segmenter.from_path(tmp_path / "cut.onnx"), Segmenter.from_path(runtime_models["scores"])
+    x = cut.preprocess(np.random.default_rng(1).integers(0, 255, (64, 128, 3), dtype=np.uint8))[None]
+    assert np.allclose(cut.infer(x), made.infer(x), atol=1e-4)
+    with pytest.raises(ValueError, match="already returns scores"):
+        scores_from_graph(tmp_path / "cut.onnx", tmp_path / "again.onnx")
+    assert not (tmp_path / "again.onnx").exists()
