@@ -408,14 +408,22 @@ def test_readme_int8_export_runs_on_a_tiny_checkpoint(runtime_models, synth_root
     assert list(tmp_path.glob("*.int8.onnx")) and (tmp_path / "parity.json").exists()
 
 
-def test_readme_video_table_matches_the_benchmark_results_file():
-    """The README's stable-video rows are the ones bench/results/temporal.json records."""
+def video_line(r: dict) -> str:
+    """One row of the stable-video tables, as README.md and docs/video.md print it."""
+    return (f"| `{r['model']}` | {r['drive']} | {r['run']} | {r['miou']:.2f} | {r['tc']:.2f} | {r['flicker']:.2f} "
+            f"| {r['fps_ratio']:.2f}x |")
+
+
+def test_video_tables_match_the_benchmark_results_file():
+    """docs/video.md has every row bench/results/temporal.json records; the README the drive no setting was
+    chosen on (seed 11)."""
     rows = json.loads((ROOT / "bench" / "results" / "temporal.json").read_text())["rows"]
-    readme = (ROOT / "README.md").read_text()
+    readme, video = (ROOT / "README.md").read_text(), (ROOT / "docs" / "video.md").read_text()
+    assert len(rows) == 24
     for r in rows:
-        line = (f"| {r['drive']} | `{r['run']}` | {r['miou']:.2f} | {r['tc']:.2f} | {r['flicker']:.2f} "
-                f"| {r['fps_ratio']:.2f}x |")
-        assert line in readme, f"README.md lacks the row {line}"
+        assert video_line(r) in video, f"docs/video.md lacks the row {video_line(r)}"
+        if r["drive"].startswith("seed 11"):
+            assert video_line(r) in readme, f"README.md lacks the row {video_line(r)}"
 
 
 def family_line(r: dict) -> str:
