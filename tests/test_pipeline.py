@@ -118,6 +118,22 @@ def test_a_rerun_with_other_inputs_is_refused(trees, tmp_path):
     assert result.exit_code == 1 and "other inputs" in result.output
 
 
+def test_a_rerun_may_change_the_threads_but_not_what_is_trained(tmp_path):
+    from training.pipeline import PipelineError, open_run
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(RECIPE)
+    out, stages = tmp_path / "run", stages_of(str(recipe))
+    open_run(out, Inputs(preset=str(recipe), sets={"run": {"seed": "0", "threads": "1"}}), stages)
+    resumed = open_run(out, Inputs(preset=str(recipe), sets={"run": {"seed": "0", "threads": "2"}}), stages)
+    assert resumed["inputs"]["sets"] == {"run": {"seed": "0", "threads": "2"}}  # the last call's, kept
+    open_run(out, Inputs(preset=str(recipe), sets={"run": {"seed": "0"}}), stages)
+    with pytest.raises(PipelineError, match="other inputs"):
+        open_run(out, Inputs(preset=str(recipe), sets={"run": {"seed": "1"}}), stages)
+    with pytest.raises(PipelineError, match="other inputs"):
+        open_run(out, Inputs(preset=str(recipe), sets={"run": {"seed": "0"}, "optim": {"lr": "0.1"}}), stages)
+
+
 def test_a_preset_without_a_recipe_says_which_have_one():
     result = CliRunner().invoke(main, ["pipeline", "--preset", "synthetic-tiny", "--out", "/tmp/never-written"])
     assert result.exit_code == 1 and "has no `pipeline:` list" in result.output

@@ -113,17 +113,30 @@ def run_pipeline(inputs: Inputs, out: str | Path, progress: bool = True, log=pri
     return summary
 
 
+# `--set` keys a rerun may change: how fast and how verbosely the stages run, not what they train (a long run
+# resumed on a bigger machine takes more threads)
+MACHINE_SETTINGS = {"run": ("threads", "tensorboard", "log_every")}
+
+
+def _what_is_trained(inputs: dict) -> dict:
+    sets = {section: {k: v for k, v in values.items() if k not in MACHINE_SETTINGS.get(section, ())}
+            for section, values in inputs.get("sets", {}).items()}
+    return {**inputs, "sets": {section: values for section, values in sets.items() if values}}
+
+
 def open_run(out: Path, inputs: Inputs, stages: list[Stage]) -> dict:
-    """The run folder's summary: new, or the existing one when the inputs and recipe are those it started with."""
+    """The run folder's summary: new, or the existing one when the inputs and recipe are those it started with
+    (machine settings aside: `MACHINE_SETTINGS`)."""
     path = out / SUMMARY
     recipe = [dataclasses.asdict(s) for s in stages]
     if path.is_file():
         saved = json.loads(path.read_text())
-        if saved["inputs"] != dataclasses.asdict(inputs):
+        if _what_is_trained(saved["inputs"]) != _what_is_trained(json.loads(json.dumps(dataclasses.asdict(inputs)))):
             raise PipelineError(f"{out} holds a pipeline started with other inputs ({saved['inputs']}); run the same "
-                                "command to resume it, or choose another --out")
+                                "command to resume it (only run.threads, run.tensorboard and run.log_every may "
+                                "change), or choose another --out")
         _redo_changed_tail(out, saved["recipe"], json.loads(json.dumps(recipe)), stages)
-        saved["recipe"] = recipe
+        saved["inputs"], saved["recipe"] = dataclasses.asdict(inputs), recipe
         write_text(path, json.dumps(saved, indent=1))
         return saved
     if out.exists() and any(out.iterdir()):
