@@ -88,7 +88,8 @@ class Motion:
             return mask
         key = ("valid", scores, width, height)
         if key not in self._cache:
-            self._cache[key] = cv2.resize(mask.view(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).view(bool)
+            self._cache[key] = cv2.resize(mask.view(np.uint8), (width, height),
+                                          interpolation=cv2.INTER_NEAREST).view(bool)
         return self._cache[key]
 
 
@@ -217,7 +218,7 @@ class ScoreFusion:
     def __init__(self, decay: float = DECAY, hysteresis: float = HYSTERESIS):
         self.decay, self.hysteresis = decay, hysteresis
         self.scores: np.ndarray | None = None  # (h, w, C) float32
-        self.labels: np.ndarray | None = None  # the last labels shown, at the frame's size
+        self.labels: np.ndarray | None = None  # the last fused frame's labels (warped along on skipped frames)
 
     def fuse(self, logits: np.ndarray, motion: Motion | None) -> np.ndarray:
         probs = softmax(logits)
