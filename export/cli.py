@@ -38,7 +38,7 @@ Examples:
 @click.option("--output", type=click.Choice(OUTPUTS), default=OUTPUTS[0], show_default=True,
               help="Label map (argmax inside the graph, uint8), logits at the input size, or scores: the logits "
                    "before the upsample (1/8 of the input size), which the runtime upsamples; export scores for "
-                   "--temporal video, whose fusion halves flicker with them (docs/video.md).")
+                   "--temporal video, whose fusion steadies scores more than labels (docs/video.md).")
 @click.option("--static", is_flag=True, help="Fixed batch 1 at the training size instead of dynamic shapes.")
 @click.option("--val", "val_root", type=click.Path(file_okay=False),
               help="Cityscapes-format tree: parity also reports the mIoU delta on its val split.")

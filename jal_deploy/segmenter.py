@@ -157,8 +157,8 @@ class Segmenter:
         """Predictions over a source (a path/spec string as jal-segment takes, or a `Source`), decoding and
         inference running ahead in threads. Yields `Prediction(item, labels, reused, other)`; `other` holds a
         second model's labels when `compare=` names one (see `pipeline.predictions`), else None.
-        `temporal=True` fuses each frame with the flow-warped past (steadier masks: flicker halves with a model
-        that returns class scores, `jal-export --output scores`, and falls by a third with labels only); frames
+        `temporal=True` fuses each frame with the flow-warped past (steadier masks, most with a model that
+        returns class scores, `jal-export --output scores`); frames
         `vid_stride` skips get the last result warped onto them (`fill="flow"`) or repeated (`fill="repeat"`)."""
         from jal_deploy.pipeline import predictions
         from jal_deploy.sources import Source, open_source

@@ -69,7 +69,7 @@ def test_fusion_keeps_the_steady_label_where_one_frame_errs_and_moves_it_with_th
     # a label that really changed wins once it holds for two frames: 1 vs 0.8 * 1.8 = 1.44, then 1 vs 0.35
     changed = truth.copy()
     changed[:, 90:100] = 3
-    est2, f2 = MotionEstimator(), LabelFusion()
+    est2, f2 = MotionEstimator(), LabelFusion(decay=0.8)
     for _ in range(2):
         f2.fuse(truth, est2(frame))
     inside = (slice(2, 18), slice(91, 99))  # settled pixels (margin 1.8); the box's edge settles less
@@ -107,7 +107,7 @@ def test_the_forward_backward_check_marks_the_uncovered_strip_and_fusion_falls_b
     assert estimate(a, b, check=False).valid[strip].sum() > 100  # brightness alone would trust most of it
 
     def fused(check):
-        fusion = LabelFusion()
+        fusion = LabelFusion(decay=0.8)
         for _ in range(2):
             fusion.fuse(la, None if fusion.labels is None else estimate(a, a, check=check))
         return fusion.fuse(lb, estimate(a, b, check=check))

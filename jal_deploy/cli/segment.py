@@ -77,8 +77,8 @@ Exit status: 0 done, 1 done with skipped items (listed) or an error, 130 interru
 @click.option("--temporal", is_flag=True,
               help="Fuse each frame's prediction with the previous result warped by optical flow: steadier masks "
                    "(less flicker) for a few ms per frame. Occluded pixels and scene cuts use the frame alone. "
-                   "A model that returns class scores (jal-export --output scores) halves flicker; with labels "
-                   "only it falls by about a third.")
+                   "Steadiest with a model that returns class scores (jal-export --output scores): about a third "
+                   "less flicker; with labels only about a quarter.")
 @click.option("--score/--no-score", default=True, show_default=True,
               help="Score labelled sources (mIoU; on videos also TC and flicker). --no-score times a run without "
                    "the scoring's cost.")
