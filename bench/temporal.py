@@ -137,8 +137,8 @@ def main() -> None:
         print("\n".join(verdicts(rows)))
     if args.json:
         write_text(args.json, json.dumps({
-            "what": f"The shipped adapted network (ONNX Runtime, {args.threads} threads) as its labels file and as "
-                    f"its scores file, on {args.frames}-frame labelled synthetic drives at {w}x{h} (jal-data "
+            "what": f"{', '.join(p.name for p in args.models)} (ONNX Runtime, {args.threads} threads) "
+                    f"on {args.frames}-frame labelled synthetic drives at {w}x{h} (jal-data "
                     "synth-video; seed 0 is the model's own, the others it never saw): per-frame mIoU %, TC %, "
                     "flicker %, end-to-end FPS (median of the unscored runs) and its ratio to the plain run of the "
                     "same model and drive, CPU ms per frame of the process.",

@@ -158,8 +158,8 @@ class Segmenter:
         inference running ahead in threads. Yields `Prediction(item, labels, reused, other)`; `other` holds a
         second model's labels when `compare=` names one (see `pipeline.predictions`), else None.
         `temporal=True` fuses each frame with the flow-warped past (steadier masks, most with a model that
-        returns class scores, `jal-export --output scores`); frames
-        `vid_stride` skips get the last result warped onto them (`fill="flow"`) or repeated (`fill="repeat"`)."""
+        returns class scores, `jal-export --output scores`); frames `vid_stride` skips get the last result
+        warped onto them (`fill="flow"`) or repeated (`fill="repeat"`)."""
         from jal_deploy.pipeline import predictions
         from jal_deploy.sources import Source, open_source
         src = source if isinstance(source, Source) else open_source(str(source))

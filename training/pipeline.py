@@ -118,6 +118,10 @@ def run_pipeline(inputs: Inputs, out: str | Path, progress: bool = True, log=pri
 MACHINE_SETTINGS = {"run": ("threads", "tensorboard", "log_every")}
 
 
+def _machine_keys() -> str:
+    return ", ".join(f"{section}.{key}" for section, keys in MACHINE_SETTINGS.items() for key in keys)
+
+
 def _what_is_trained(inputs: dict) -> dict:
     sets = {section: {k: v for k, v in values.items() if k not in MACHINE_SETTINGS.get(section, ())}
             for section, values in inputs.get("sets", {}).items()}
@@ -133,8 +137,7 @@ def open_run(out: Path, inputs: Inputs, stages: list[Stage]) -> dict:
         saved = json.loads(path.read_text())
         if _what_is_trained(saved["inputs"]) != _what_is_trained(json.loads(json.dumps(dataclasses.asdict(inputs)))):
             raise PipelineError(f"{out} holds a pipeline started with other inputs ({saved['inputs']}); run the same "
-                                "command to resume it (only run.threads, run.tensorboard and run.log_every may "
-                                "change), or choose another --out")
+                                f"command to resume it (only {_machine_keys()} may change), or choose another --out")
         _redo_changed_tail(out, saved["recipe"], json.loads(json.dumps(recipe)), stages)
         saved["inputs"], saved["recipe"] = dataclasses.asdict(inputs), recipe
         write_text(path, json.dumps(saved, indent=1))
