@@ -39,7 +39,7 @@ def test_gpu_check_cpu_mode_prints_one_complete_summary_table(adapted, tmp_path)
 def test_summary_names_what_was_not_measured_and_decides_only_on_measurements(bench_module, tmp_path):
     """A run cut by its time limit, without a checkpoint: the table says so row by row; padding is kept only when
     it is faster at every batch size, and the precision is the one faster at more batch sizes."""
-    runtime_gpu = bench_module("runtime_gpu")
+    gpu_summary = bench_module("gpu_summary")
 
     def row(option, precision, batch, fps):
         return {"option": option, "precision": precision, "batch": batch, "backend_fps": fps, "stream_fps": fps,
@@ -55,7 +55,7 @@ def test_summary_names_what_was_not_measured_and_decides_only_on_measurements(be
             "parity": [{"error": "not measured: parity needs a trained network (--checkpoint); random weights are "
                                  "not accepted"}], "end_to_end": None}
     (tmp_path / "runtime.json").write_text(json.dumps(data))
-    table = runtime_gpu.summary(tmp_path / "no.log", tmp_path / "runtime.json")
+    table = gpu_summary.summary(tmp_path / "no.log", tmp_path / "runtime.json")
     lines = {tuple(c.strip() for c in line.split("|")[1:3]): line.split("|")[3].strip()
              for line in table.splitlines()[3:]}
     assert lines[("deploy graph, torch backend", "fp16 batch 8 [max_autotune]")] == "not reached within the time limit"

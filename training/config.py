@@ -309,6 +309,16 @@ def merge_overrides(base: dict, top: dict) -> dict:
     return out
 
 
+def cli_overrides(sets, method, iters, stop_at) -> dict:
+    """--set pairs plus the shortcut options (--method, --iters, --stop-at), as one nested override dict."""
+    overrides = parse_set(list(sets))
+    for key, value in (("method.name", method), ("optim.iters", iters), ("optim.stop_at", stop_at)):
+        if value is not None:
+            section, name = key.split(".")
+            overrides.setdefault(section, {})[name] = value
+    return overrides
+
+
 def parse_set(items: list[str]) -> dict:
     """['optim.lr=1e-3', 'data.crop=[256,128]'] -> nested dict. Scalars stay strings (the schema coerces them);
     YAML flow values (`[256,128]`, `{lr: 1e-3}`), as Hydra/OmegaConf users type them, are parsed as YAML."""
