@@ -81,6 +81,7 @@ class Motion:
         return out[..., None] if image.ndim == 3 and out.ndim == 2 else out
 
     def valid_at(self, width: int, height: int) -> np.ndarray:
+        """`valid` at (width, height), nearest-resized once per size (the models and their upsamples share it)."""
         if self.valid.shape == (height, width):
             return self.valid
         if ("valid", width, height) not in self._cache:
